@@ -1,0 +1,40 @@
+# The two set-up-free commands of the README:
+#   make demo   creates .venv if missing, installs the pinned set, runs a short QMP training job
+#   make test   creates .venv if missing, installs the pinned set, runs ruff and the test suite
+# Re-running either is cheap: the install step is skipped while requirements.lock and
+# pyproject.toml are unchanged.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: demo test test-all lint install bench
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# One pip call for torch and everything that depends on it (see requirements.lock).
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) cleanrl_qmp/sac_qmp.py --demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+test-all: lint
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/qswitch_speed.py

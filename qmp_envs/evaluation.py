@@ -1,0 +1,157 @@
+"""The field's evaluation protocol for any ``qmp/`` id.
+
+Each task is evaluated separately with its own env instance; actions come from a deterministic
+policy callable; an episode is a success if ``info["success"]`` was true at ANY step. Results are
+per task and averaged over tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class EvalResult:
+    """Per-task evaluation results (arrays of length N) and their means over tasks."""
+
+    task_names: list[str]
+    success: np.ndarray
+    episode_return: np.ndarray
+    episode_length: np.ndarray
+    episodes_per_task: int
+    #: Per-task rates of the family's extra boolean info keys (e.g. Reacher's task_complete).
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def mean_success(self) -> float:
+        return float(np.mean(self.success))
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.episode_return))
+
+    def as_dict(self, prefix: str = "eval/") -> dict[str, float]:
+        """Flat metrics, e.g. ``eval/success_mean`` and ``eval/success/<task>``."""
+        metrics = {
+            f"{prefix}success_mean": self.mean_success,
+            f"{prefix}return_mean": self.mean_return,
+        }
+        for key, values in self.extras.items():
+            metrics[f"{prefix}{key}_mean"] = float(np.mean(values))
+        for i, name in enumerate(self.task_names):
+            metrics[f"{prefix}success/{name}"] = float(self.success[i])
+            metrics[f"{prefix}return/{name}"] = float(self.episode_return[i])
+            for key, values in self.extras.items():
+                metrics[f"{prefix}{key}/{name}"] = float(values[i])
+        return metrics
+
+
+def evaluate_policy(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    *,
+    episodes_per_task: int | None = None,
+    seed: int = 0,
+    tasks: Sequence[int] | None = None,
+    env_kwargs: dict | None = None,
+    video_dir: str | Path | None = None,
+) -> EvalResult:
+    """Evaluate ``policy`` on every task of ``env_id`` by the field's protocol.
+
+    Args:
+        policy: maps a batch of observations ``(B, obs_dim)`` (one-hot included) to deterministic
+            actions ``(B, action_dim)``. All tasks' envs are stepped together and batched into one
+            call; each row is answered by the policy of the task in its one-hot.
+        episodes_per_task: defaults to the family's ``default_eval_episodes``.
+        seed: task k's env is reset with ``seed + k`` once, then runs its episodes in sequence.
+        video_dir: if set, the first episode of every task is rendered headless to a GIF there.
+
+    >>> import numpy as np, qmp_envs
+    >>> result = evaluate_policy(lambda obs: np.ones((len(obs), 2)), "qmp/PointReach-v0",
+    ...                          episodes_per_task=3)
+    >>> result.success.tolist()
+    [1.0]
+    """
+    env_kwargs = dict(env_kwargs or {})
+    probe = gym.make(env_id, **env_kwargs)
+    unwrapped = probe.unwrapped
+    task_names = list(unwrapped.task_names)
+    info_keys = tuple(getattr(unwrapped, "eval_info_keys", ()))
+    if episodes_per_task is None:
+        episodes_per_task = int(getattr(unwrapped, "default_eval_episodes", 10))
+    probe.close()
+    if episodes_per_task < 1:
+        raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    tasks = list(range(len(task_names))) if tasks is None else [int(t) for t in tasks]
+    render_mode = "rgb_array" if video_dir is not None else None
+    envs = [gym.make(env_id, task=t, render_mode=render_mode, **env_kwargs) for t in tasks]
+
+    n = len(envs)
+    successes = np.zeros((n, episodes_per_task))
+    returns = np.zeros((n, episodes_per_task))
+    lengths = np.zeros((n, episodes_per_task))
+    extras = {key: np.zeros((n, episodes_per_task)) for key in info_keys}
+    episode_index = np.zeros(n, dtype=int)
+    frames: list[list[np.ndarray]] = [[] for _ in range(n)]
+    obs = [env.reset(seed=seed + task)[0] for env, task in zip(envs, tasks, strict=True)]
+    episode_success = np.zeros(n, dtype=bool)
+    episode_flags = {key: np.zeros(n, dtype=bool) for key in info_keys}
+    running_return = np.zeros(n)
+    running_length = np.zeros(n, dtype=int)
+    if video_dir is not None:
+        for k, env in enumerate(envs):
+            frames[k].append(env.render())
+
+    while (active := np.flatnonzero(episode_index < episodes_per_task)).size:
+        batch = np.stack([obs[k] for k in active])
+        actions = np.asarray(policy(batch))
+        if actions.shape[0] != len(active):
+            raise ValueError(
+                f"policy returned {actions.shape[0]} actions for {len(active)} observations"
+            )
+        for row, k in enumerate(active):
+            obs[k], reward, terminated, truncated, info = envs[k].step(actions[row])
+            running_return[k] += reward
+            running_length[k] += 1
+            episode_success[k] |= bool(info["success"])
+            for key in info_keys:
+                episode_flags[key][k] |= bool(info.get(key, False))
+            if video_dir is not None and episode_index[k] == 0:
+                frames[k].append(envs[k].render())
+            if terminated or truncated:
+                e = episode_index[k]
+                successes[k, e] = episode_success[k]
+                returns[k, e] = running_return[k]
+                lengths[k, e] = running_length[k]
+                for key in info_keys:
+                    extras[key][k, e] = episode_flags[key][k]
+                    episode_flags[key][k] = False
+                episode_index[k] += 1
+                episode_success[k], running_return[k], running_length[k] = False, 0.0, 0
+                if episode_index[k] < episodes_per_task:
+                    obs[k] = envs[k].reset()[0]
+    for env in envs:
+        env.close()
+    if video_dir is not None:
+        _write_videos(Path(video_dir), [task_names[t] for t in tasks], frames)
+    return EvalResult(
+        task_names=[task_names[t] for t in tasks],
+        success=successes.mean(axis=1),
+        episode_return=returns.mean(axis=1),
+        episode_length=lengths.mean(axis=1),
+        episodes_per_task=episodes_per_task,
+        extras={key: values.mean(axis=1) for key, values in extras.items()},
+    )
+
+
+def _write_videos(video_dir: Path, names: list[str], frames: list[list[np.ndarray]]) -> None:
+    import imageio.v2 as imageio
+
+    video_dir.mkdir(parents=True, exist_ok=True)
+    for name, task_frames in zip(names, frames, strict=True):
+        imageio.mimsave(video_dir / f"{name}.gif", task_frames, duration=40, loop=0)

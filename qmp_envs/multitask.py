@@ -1,0 +1,248 @@
+"""The multi-task environment API shared by every ``qmp/`` id.
+
+Every observation is ``concat(features, one_hot(task_id, N))``: the last N entries are the task
+id. A subclass only describes one task's dynamics (``_reset_task`` / ``_step_task``); this base
+class owns task selection, the one-hot, input validation and the ``info`` keys that every family
+must report (``task_id``, ``success``, ``episode_success``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+TASK_SCHEDULES = ("cycle", "random")
+#: Bound for features that are unbounded in principle: finite, so Gymnasium's checker accepts the
+#: space, and never reached by a float32 observation that is itself finite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+COMPAT_MODES = ("official", "fixed")
+
+
+def validate_choice(name: str, value: Any, choices: tuple) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming both."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def resolve_flag(name: str, value: Any, compat: str, official: Any, fixed: Any, choices: tuple):
+    """A quirk flag defaults from ``compat`` and can be overridden one at a time."""
+    if value is None:
+        value = official if compat == "official" else fixed
+    return validate_choice(name, value, choices)
+
+
+class MultiTaskEnv(gym.Env):
+    """Base class: N tasks behind one Gymnasium interface.
+
+    Subclasses set ``task_names``, ``feature_dim``, ``action_dim``, ``agent_feature_mask`` and
+    ``min_reward`` and implement ``_reset_task`` and ``_step_task``.
+
+    Args:
+        task: ``None`` to change task at every reset (see ``task_schedule``), or an int to pin
+            the env to one task.
+        task_schedule: ``"cycle"`` (round robin 0, 1, ..., N-1, 0, ...) or ``"random"`` (a
+            uniform draw from ``np_random``) when ``task`` is ``None``.
+        render_mode: ``None`` or ``"rgb_array"``.
+
+    ``reset(options={"task": k})`` overrides the schedule for one episode. ``reset(seed=s)``
+    reseeds and restarts the cycle at task 0, so a seeded reset reproduces a rollout exactly.
+    """
+
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 25}
+
+    task_names: list[str]
+    feature_dim: int
+    action_dim: int
+    agent_feature_mask: np.ndarray
+    min_reward: float
+    #: Lower and upper bound of every feature (scalars or arrays of length ``feature_dim``).
+    feature_bounds: tuple = (-FLOAT32_MAX, FLOAT32_MAX)
+    #: Boolean ``info`` keys that the evaluation helper aggregates besides ``success``.
+    eval_info_keys: tuple[str, ...] = ()
+    #: Evaluation episodes per task in the paper's protocol for this family.
+    default_eval_episodes: int = 10
+
+    def __init__(
+        self,
+        task: int | None = None,
+        task_schedule: str = "cycle",
+        render_mode: str | None = None,
+    ):
+        self.num_tasks = len(self.task_names)
+        self.task_schedule = validate_choice("task_schedule", task_schedule, TASK_SCHEDULES)
+        self.pinned_task = None if task is None else self._check_task(task, "task")
+        self.render_mode = validate_choice(
+            "render_mode", render_mode, (None, *self.metadata["render_modes"])
+        )
+        low, high = (
+            np.broadcast_to(np.asarray(bound, dtype=np.float32), (self.feature_dim,))
+            for bound in self.feature_bounds
+        )
+        # The last N entries are the one-hot task id, always in [0, 1].
+        self.observation_space = spaces.Box(
+            np.concatenate([low, np.zeros(self.num_tasks, np.float32)]),
+            np.concatenate([high, np.ones(self.num_tasks, np.float32)]),
+            dtype=np.float32,
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.action_dim,), dtype=np.float32)
+        self.task_id = self.pinned_task if self.pinned_task is not None else 0
+        self._cycle_position = 0
+        self._episode_success = False
+        self._obs = np.zeros(self.observation_space.shape, dtype=np.float32)
+
+    # -- task selection --------------------------------------------------------------------
+    def _check_task(self, task: Any, name: str) -> int:
+        if isinstance(task, bool) or not isinstance(task, int | np.integer):
+            raise TypeError(f"{name} must be an int task index, got {type(task).__name__}")
+        if not 0 <= int(task) < self.num_tasks:
+            raise ValueError(
+                f"unknown task {int(task)}: {type(self).__name__} has {self.num_tasks} tasks "
+                f"(valid indices 0..{self.num_tasks - 1}: {self.task_names})"
+            )
+        return int(task)
+
+    def _next_task(self, options: dict | None) -> int:
+        if options and options.get("task") is not None:
+            return self._check_task(options["task"], "options['task']")
+        if self.pinned_task is not None:
+            return self.pinned_task
+        if self.task_schedule == "random":
+            return int(self.np_random.integers(self.num_tasks))
+        task = self._cycle_position % self.num_tasks
+        self._cycle_position += 1
+        return task
+
+    # -- observation -----------------------------------------------------------------------
+    def _observation(self, features: np.ndarray) -> np.ndarray:
+        obs = self._obs
+        obs[: self.feature_dim] = features
+        obs[self.feature_dim :] = 0.0
+        obs[self.feature_dim + self.task_id] = 1.0
+        return obs.copy()
+
+    # -- Gymnasium API ---------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._cycle_position = 0
+        self.task_id = self._next_task(options)
+        self._episode_success = False
+        features, info = self._reset_task(self.task_id)
+        info = {"task_id": self.task_id, "success": False, "episode_success": False, **info}
+        return self._observation(features), info
+
+    def step(self, action):
+        action = self._validate_action(action)
+        features, reward, terminated, info = self._step_task(action)
+        success = bool(info["success"])
+        self._episode_success = self._episode_success or success
+        info["task_id"] = self.task_id
+        info["success"] = success
+        info["episode_success"] = self._episode_success
+        return self._observation(features), float(reward), bool(terminated), False, info
+
+    def _validate_action(self, action) -> np.ndarray:
+        try:
+            action = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"action must be numeric array-like, got {type(action)!r}") from err
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"action has shape {action.shape}, expected {self.action_space.shape} "
+                f"for {type(self).__name__}"
+            )
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        # The original pipeline clipped every family's actions to [-1, 1] in a wrapper.
+        return np.clip(action, -1.0, 1.0)
+
+    # -- to implement ----------------------------------------------------------------------
+    def _reset_task(self, task_id: int) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def _step_task(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict]:
+        """Return ``(features, reward, terminated, info)``; ``info`` must hold ``success``."""
+        raise NotImplementedError
+
+
+class MujocoMultiTaskEnv(MultiTaskEnv):
+    """A multi-task env driven by the official ``mujoco`` bindings.
+
+    Physics stepping follows Gymnasium's ``MujocoEnv.do_simulation``: write ``ctrl``, take
+    ``frame_skip`` ``mj_step``s and do not call ``mj_forward`` afterwards, so body positions read
+    after a step lag one substep, exactly as in mujoco-py 2.1 (spec section 2.7).
+    """
+
+    frame_skip: int
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        *,
+        task: int | None = None,
+        task_schedule: str = "cycle",
+        render_mode: str | None = None,
+        width: int = 480,
+        height: int = 480,
+        camera: int | str = -1,
+    ):
+        super().__init__(task=task, task_schedule=task_schedule, render_mode=render_mode)
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.init_qpos = self.data.qpos.copy()
+        self.init_qvel = self.data.qvel.copy()
+        self.width, self.height, self.camera = int(width), int(height), camera
+        self._renderer: mujoco.Renderer | None = None
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        # Clear everything, solver warm-start included, so a seeded reset replays exactly.
+        mujoco.mj_resetData(self.model, self.data)
+        return super().reset(seed=seed, options=options)
+
+    @property
+    def dt(self) -> float:
+        return float(self.model.opt.timestep) * self.frame_skip
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.data.qpos[:] = qpos
+        self.data.qvel[:] = qvel
+        if self.model.na:
+            self.data.act[:] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def do_simulation(self, ctrl: np.ndarray, n_frames: int | None = None) -> bool:
+        """Step the physics; return True if it became unstable during these substeps."""
+        self.data.ctrl[:] = ctrl
+        warnings_before = self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip if n_frames is None else n_frames)
+        unstable = self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > warnings_before
+        return bool(
+            unstable
+            or not np.isfinite(self.data.qpos).all()
+            or not np.isfinite(self.data.qvel).all()
+        )
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+        self._renderer.update_scene(self.data, camera=self.camera)
+        return self._renderer.render()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __getstate__(self):
+        # OpenGL contexts cannot be pickled; a renderer is rebuilt lazily after unpickling.
+        state = self.__dict__.copy()
+        state["_renderer"] = None
+        return state

@@ -1,0 +1,125 @@
+"""PointReach: the QMP paper's 2D illustrative example (spec section 3).
+
+A point starts in the bottom-left cell of a 10 x 10 arena and must reach a goal disc in the
+top-right corner within 50 steps. Undirected exploration almost never finds the goal; fixed
+helper policies (``up``, ``right``, ``up-right``, ...) can, which is what QMP exploits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmp_envs.multitask import MultiTaskEnv
+
+ARENA_SIZE = 10.0
+STEP_SIZE = 0.5
+GOAL = np.array([9.5, 9.5])
+GOAL_RADIUS = 1.0
+
+#: Mean actions of the fixed auxiliary policies of the paper's figure.
+HELPER_DIRECTIONS: dict[str, tuple[float, float]] = {
+    "up": (0.0, 1.0),
+    "right": (1.0, 0.0),
+    "down-left": (-1.0, -1.0),
+    "up-right": (1.0, 1.0),
+}
+
+
+class PointReachEnv(MultiTaskEnv):
+    """Kinematic point mass: ``p <- clip(p + 0.5 * a, 0, 10)``; reward 1 on entering the goal.
+
+    Args:
+        ctrl_cost: weight of the ``-ctrl_cost * |a|^2`` step penalty (0.01 makes plain SAC settle
+            on standing still, the paper's suboptimal fixed point).
+
+    >>> import gymnasium as gym, qmp_envs
+    >>> env = gym.make("qmp/PointReach-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, info["task_id"]
+    ((3,), 0)
+    """
+
+    task_names = ["reach-top-right"]
+    feature_dim = 2
+    action_dim = 2
+    agent_feature_mask = np.array([True, True])
+    min_reward = 0.0
+    feature_bounds = (0.0, 1.0)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, ctrl_cost: float = 0.0, render_mode: str | None = None, **kwargs):
+        if not np.isfinite(ctrl_cost) or ctrl_cost < 0:
+            raise ValueError(f"ctrl_cost must be a finite number >= 0, got {ctrl_cost!r}")
+        super().__init__(render_mode=render_mode, **kwargs)
+        self.ctrl_cost = float(ctrl_cost)
+        self.position = np.zeros(2)
+
+    def _features(self) -> np.ndarray:
+        return self.position / ARENA_SIZE
+
+    def _reset_task(self, task_id: int):
+        self.position = self.np_random.uniform(0.0, 1.0, size=2)
+        return self._features(), {"dist_to_goal": float(np.linalg.norm(self.position - GOAL))}
+
+    def _step_task(self, action: np.ndarray):
+        self.position = np.clip(self.position + STEP_SIZE * action, 0.0, ARENA_SIZE)
+        dist = float(np.linalg.norm(self.position - GOAL))
+        success = dist <= GOAL_RADIUS
+        reward = 1.0 if success else -self.ctrl_cost * float(np.dot(action, action))
+        return self._features(), reward, success, {"success": success, "dist_to_goal": dist}
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        size = 200
+        scale = size / ARENA_SIZE
+        frame = np.full((size, size, 3), 255, dtype=np.uint8)
+        yy, xx = np.mgrid[0:size, 0:size]
+        # Image rows grow downwards; world y grows upwards.
+        world_x, world_y = (xx + 0.5) / scale, (size - yy - 0.5) / scale
+        goal_mask = (world_x - GOAL[0]) ** 2 + (world_y - GOAL[1]) ** 2 <= GOAL_RADIUS**2
+        frame[goal_mask] = (120, 200, 120)
+        agent_mask = (world_x - self.position[0]) ** 2 + (world_y - self.position[1]) ** 2 <= 0.04
+        frame[agent_mask] = (30, 60, 200)
+        return frame
+
+
+class FixedDirectionPolicy:
+    """A fixed helper policy: mean ``mu``, sample ``clip(mu + noise_std * eps, -1, 1)``.
+
+    Called on a batch of observations ``(B, obs_dim)`` it returns ``(sampled, mean)``, both
+    ``(B, 2)`` float32, which is the signature ``QMPBehaviorWrapper(extra_policies=...)`` takes.
+
+    >>> policy = FixedDirectionPolicy("up-right", seed=0)
+    >>> sampled, mean = policy(np.zeros((4, 3), dtype=np.float32))
+    >>> mean[0].tolist(), sampled.shape
+    ([1.0, 1.0], (4, 2))
+    """
+
+    def __init__(self, name: str, noise_std: float = 0.1, seed: int | None = None):
+        if name not in HELPER_DIRECTIONS:
+            raise ValueError(f"unknown helper {name!r}; expected one of {list(HELPER_DIRECTIONS)}")
+        if not noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        self.name = name
+        self.mean_action = np.asarray(HELPER_DIRECTIONS[name], dtype=np.float32)
+        self.noise_std = float(noise_std)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = np.asarray(obs).shape[0]
+        mean = np.broadcast_to(self.mean_action, (batch, 2)).copy()
+        noise = self.rng.standard_normal((batch, 2)).astype(np.float32)
+        sampled = np.clip(mean + self.noise_std * noise, -1.0, 1.0)
+        return sampled, mean
+
+    def __repr__(self) -> str:
+        return f"FixedDirectionPolicy({self.name!r}, noise_std={self.noise_std})"
+
+
+def helper_policies(names: list[str], seed: int | None = None) -> list[FixedDirectionPolicy]:
+    """The named helpers, each with its own seeded RNG (seed, seed + 1, ...)."""
+    return [
+        FixedDirectionPolicy(name, seed=None if seed is None else seed + i)
+        for i, name in enumerate(names)
+    ]
