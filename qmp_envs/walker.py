@@ -88,6 +88,7 @@ class Walker2dMTEnv(MujocoMultiTaskEnv):
         self.timeout_as_terminal = resolve_flag(
             "timeout_as_terminal", timeout_as_terminal, compat, True, False, (True, False)
         )
+        kwargs.setdefault("camera", "track")  # Gymnasium's v5 walker camera follows the torso
         super().__init__(build_walker_model(crawl=False), **kwargs)
         self._scenes = {False: (self.model, self.data), True: None}
         self.elapsed_steps = 0

@@ -1,0 +1,130 @@
+"""Learning curves and QMP selection heatmaps from run folders.
+
+    python -m cleanrl_qmp.plot runs/RUN_A runs/RUN_B ... [--out plots/] [--metric eval/success_mean]
+
+Runs are grouped by (environment, script, QMP on/off); each group's curve is the interquartile
+mean over its seeds with a 95% bootstrap band. Writes ``learning_curves.png`` and, for QMP runs,
+``selection_<group>.png`` (rows: task being collected; columns: policy executed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cleanrl_qmp.stats import bootstrap_ci, iqm  # noqa: E402
+
+
+def load_run(run_dir: Path, metric: str) -> dict:
+    run_dir = Path(run_dir)
+    args = json.loads((run_dir / "args.json").read_text())
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows or metric not in rows[0]:
+        raise ValueError(f"{run_dir}/metrics.csv has no column {metric!r}")
+    selection = []
+    if (run_dir / "selection.jsonl").exists():
+        selection = [json.loads(line) for line in (run_dir / "selection.jsonl").read_text().splitlines()]
+    qmp = args.get("qmp", False)
+    return {
+        "env_id": args["env_id"],
+        "label": f"{args.get('exp_name', 'run')} {'+ QMP' if qmp else '(no QMP)'}",
+        "qmp": qmp,
+        "steps": np.array([int(r["global_step"]) for r in rows]),
+        "values": np.array([float(r[metric]) for r in rows]),
+        "selection": selection,
+    }
+
+
+def group_curves(runs: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (env, label): the eval steps all its runs share, and IQM with a 95% band."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[(run["env_id"], run["label"])].append(run)
+    curves = {}
+    for key, members in groups.items():
+        steps = sorted(set.intersection(*(set(m["steps"].tolist()) for m in members)))
+        table = np.array([[m["values"][m["steps"].tolist().index(s)] for s in steps] for m in members])
+        low, high = bootstrap_ci(table)
+        curves[key] = {"steps": np.array(steps), "iqm": iqm(table), "low": low, "high": high, "n": len(members)}
+    return curves
+
+
+def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, metric: str = "eval/success_mean") -> list[Path]:
+    runs = [load_run(Path(d), metric) for d in run_dirs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    curves = group_curves(runs)
+    envs = sorted({env for env, _ in curves})
+    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for (curve_env, label), c in sorted(curves.items()):
+            if curve_env != env:
+                continue
+            ax.plot(c["steps"], c["iqm"], label=f"{label} (n={c['n']})")
+            ax.fill_between(c["steps"], c["low"], c["high"], alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps (all tasks)")
+        ax.set_ylabel(f"{metric} (IQM, 95% CI)")
+        if "success" in metric:
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = out_dir / "learning_curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    by_group: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    names: dict[tuple[str, str], list[str]] = {}
+    for run in runs:
+        if run["qmp"] and run["selection"]:
+            key = (run["env_id"], run["label"])
+            by_group[key].extend(np.array(r["matrix"]) for r in run["selection"])
+            names[key] = run["selection"][-1]["names"]
+    for (env, label), matrices in by_group.items():
+        matrix = np.mean(matrices, axis=0)
+        cols = names[(env, label)]
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.6 * len(matrix)))
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+        ax.set_yticks(range(len(matrix)), cols[: len(matrix)])
+        ax.set_xlabel("policy executed")
+        ax.set_ylabel("task collected")
+        ax.set_title(f"QMP selection\n{env}")
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
+        fig.colorbar(image, ax=ax)
+        fig.tight_layout()
+        slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
+        path = out_dir / f"selection_{slug}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", help="run folders holding args.json and metrics.csv")
+    parser.add_argument("--out", default="plots", help="output folder for the PNGs")
+    parser.add_argument("--metric", default="eval/success_mean", help="CSV column to plot")
+    args = parser.parse_args()
+    for path in plot_runs(args.run_dirs, args.out, args.metric):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

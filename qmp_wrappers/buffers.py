@@ -1,0 +1,122 @@
+"""Replay buffers that store the action QMP executed, built on stable-baselines3's ``ReplayBuffer``.
+
+Under QMP the executed action may come from another task's policy. Off-policy learning must
+store what was executed, not what the agent proposed: these buffers take it from the
+``qmp_action`` key that :class:`~qmp_wrappers.QMPBehaviorWrapper` puts in every ``info``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+
+
+def executed_actions(infos: Any, n_envs: int) -> np.ndarray:
+    """The executed actions ``(n_envs, A)`` from SB3's list of dicts or Gymnasium's dict of arrays.
+
+    >>> executed_actions([{"qmp_action": np.array([0.5, -0.5])}], n_envs=1).tolist()
+    [[0.5, -0.5]]
+    >>> executed_actions({"qmp_action": np.zeros((2, 3))}, n_envs=2).shape
+    (2, 3)
+    """
+    missing = (
+        "infos lack 'qmp_action': wrap the environment with QMPBehaviorWrapper so the executed "
+        "action can be stored"
+    )
+    if isinstance(infos, dict):
+        if "qmp_action" not in infos:
+            raise KeyError(missing)
+        actions = np.asarray(infos["qmp_action"])
+    else:
+        infos = list(infos)
+        if len(infos) != n_envs:
+            raise ValueError(f"got {len(infos)} infos for {n_envs} environments")
+        if not all("qmp_action" in info for info in infos):
+            raise KeyError(missing)
+        actions = np.stack([np.asarray(info["qmp_action"]) for info in infos])
+    return actions.reshape(n_envs, -1)
+
+
+class QMPReplayBuffer(ReplayBuffer):
+    """stable-baselines3 ``ReplayBuffer`` whose ``add`` stores ``info["qmp_action"]``.
+
+    A drop-in ``replay_buffer_class`` for SB3 off-policy agents and a buffer for CleanRL-style
+    loops. Infos may be SB3's list of dicts or Gymnasium's vector dict of arrays (then pass
+    ``terminations`` as ``done`` and keep ``handle_timeout_termination=False``, as CleanRL does).
+
+    Args:
+        store_scaled_actions: SB3's algorithms store actions rescaled to [-1, 1]; set True for
+            them when the action space is not already [-1, 1]. CleanRL loops store raw actions.
+    """
+
+    def __init__(self, *args, store_scaled_actions: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.store_scaled_actions = store_scaled_actions
+        if store_scaled_actions and not isinstance(self.action_space, spaces.Box):
+            raise TypeError("store_scaled_actions needs a Box action space")
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        action = executed_actions(infos, self.n_envs).astype(self.actions.dtype)
+        if self.store_scaled_actions:
+            low, high = self.action_space.low, self.action_space.high
+            action = (2.0 * (action - low) / (high - low) - 1.0).astype(self.actions.dtype)
+        if isinstance(infos, dict):
+            if self.handle_timeout_termination:
+                truncated = np.asarray(infos.get("TimeLimit.truncated", np.zeros(self.n_envs)))
+                infos = [{"TimeLimit.truncated": bool(t)} for t in truncated.reshape(-1)]
+            else:
+                infos = [{} for _ in range(self.n_envs)]
+        super().add(obs, next_obs, action, reward, done, infos)
+
+
+class TaskBatch(NamedTuple):
+    """Per-task minibatches stacked on a leading task axis: ``(N, B, ...)``."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    next_observations: torch.Tensor
+    dones: torch.Tensor
+    rewards: torch.Tensor
+
+
+class MultiTaskReplayBuffer(QMPReplayBuffer):
+    """One replay buffer per task in one SB3 ``ReplayBuffer``: column k holds task k's data.
+
+    Use with a vector env whose sub-env k runs task k (``gym.make_vec("qmp/...")``).
+    ``buffer_size`` is the capacity per task. :meth:`sample_tasks` draws an equal minibatch from
+    every task at once, ready for a per-task network ensemble.
+    """
+
+    def __init__(self, buffer_size: int, observation_space, action_space, num_tasks: int, **kwargs):
+        if kwargs.get("optimize_memory_usage"):
+            raise ValueError("MultiTaskReplayBuffer does not support optimize_memory_usage")
+        kwargs.setdefault("handle_timeout_termination", False)
+        super().__init__(
+            buffer_size * num_tasks, observation_space, action_space, n_envs=num_tasks, **kwargs
+        )
+        self.num_tasks = num_tasks
+
+    def num_transitions(self) -> int:
+        """Transitions stored per task."""
+        return self.buffer_size if self.full else self.pos
+
+    def sample_tasks(self, batch_size: int, rng: np.random.Generator | None = None) -> TaskBatch:
+        """``batch_size`` transitions of each task, sampled uniformly with replacement."""
+        stored = self.num_transitions()
+        if stored == 0:
+            raise ValueError("cannot sample from an empty buffer")
+        draw = np.random.randint if rng is None else rng.integers
+        rows = draw(0, stored, size=(self.num_tasks, batch_size))
+        cols = np.arange(self.num_tasks)[:, None]
+        dones = self.dones[rows, cols] * (1.0 - self.timeouts[rows, cols])
+        return TaskBatch(
+            observations=self.to_torch(self.observations[rows, cols]),
+            actions=self.to_torch(self.actions[rows, cols]),
+            next_observations=self.to_torch(self.next_observations[rows, cols]),
+            dones=self.to_torch(dones),
+            rewards=self.to_torch(self.rewards[rows, cols]),
+        )

@@ -1,0 +1,194 @@
+"""The batched Q-switch: propose with every task policy, score with the collecting task's Q.
+
+This module is the computation only, free of any environment, so the wrapper, the benchmarks
+and the tests share one implementation. Everything is batched: one policy call for all
+``N x B`` proposals and one Q call for all ``(N + E) x B`` candidates, never a loop over tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SCORING_RULES = ("original", "min_twin")
+MIXTURES = ("qswitch", "uniform", "softmax")
+
+
+def read_one_hot_task(obs: np.ndarray, num_tasks: int) -> np.ndarray:
+    """Task ids from the last ``num_tasks`` entries of each observation row.
+
+    Raises a ValueError if a row's tail is not an exact one-hot vector.
+
+    >>> read_one_hot_task(np.array([[0.5, 0.0, 1.0], [0.2, 1.0, 0.0]]), 2).tolist()
+    [1, 0]
+    """
+    tail = obs[:, -num_tasks:]
+    is_one_hot = np.all((tail == 0) | (tail == 1), axis=1) & (tail.sum(axis=1) == 1)
+    if not np.all(is_one_hot):
+        bad = int(np.flatnonzero(~is_one_hot)[0])
+        raise ValueError(
+            f"observation row {bad} has no recognisable task id: its last {num_tasks} entries "
+            f"{tail[bad].tolist()} are not a one-hot vector. Pass task_id_fn= and relabel_fn= "
+            "for environments with another layout."
+        )
+    return tail.argmax(axis=1)
+
+
+def relabel_one_hot(obs: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """A copy of ``obs`` whose last ``num_tasks`` entries are ``one_hot(task_ids)``."""
+    out = obs.clone()
+    out[:, -num_tasks:] = 0.0
+    out[torch.arange(len(out), device=out.device), obs.shape[1] - num_tasks + task_ids] = 1.0
+    return out
+
+
+def _to_tensor(value, what: str, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.device != device:
+            raise ValueError(f"{what} is on device {value.device}, expected {device}")
+        return value.detach().to(torch.float32)
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} must be a tensor or array, got {type(value).__name__}") from err
+
+
+def _check_finite(value: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{what} contains NaN or inf")
+
+
+@dataclass
+class CallableAdapter:
+    """Calls a user's policy or Q callable with the input type it expects.
+
+    ``torch_input=True`` passes torch tensors on ``device`` (networks); otherwise numpy arrays
+    (plain numpy callables, scripted policies). Outputs are converted back to torch on ``device``.
+    """
+
+    fn: Callable
+    name: str
+    torch_input: bool
+    device: torch.device
+
+    def __call__(self, *inputs: torch.Tensor):
+        args = inputs if self.torch_input else tuple(x.cpu().numpy() for x in inputs)
+        with torch.no_grad():
+            return self.fn(*args)
+
+    def policy(self, obs: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sampled, mean)`` of shape ``(M, A)``; a single output counts as both."""
+        out = self(obs)
+        sampled, mean = out if isinstance(out, tuple | list) else (out, out)
+        results = []
+        for value, what in ((sampled, "sampled action"), (mean, "mean action")):
+            value = _to_tensor(value, f"{self.name} {what}", self.device)
+            if value.shape != (len(obs), action_dim):
+                raise ValueError(
+                    f"{self.name} returned {what}s of shape {tuple(value.shape)}, expected "
+                    f"({len(obs)}, {action_dim}) for {len(obs)} observations"
+                )
+            _check_finite(value, f"{self.name} {what}")
+            results.append(value)
+        return results[0], results[1]
+
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q-values as ``(M, K)`` for K critics; accepts (M,), (M, 1), (M, K) or a K-tuple."""
+        out = self(obs, actions)
+        parts = out if isinstance(out, tuple | list) else (out,)
+        columns = []
+        for part in parts:
+            part = _to_tensor(part, f"{self.name} output", self.device)
+            if part.ndim == 1:
+                part = part[:, None]
+            if part.ndim != 2 or part.shape[0] != len(obs):
+                raise ValueError(
+                    f"{self.name} returned shape {tuple(part.shape)}, expected ({len(obs)},), "
+                    f"({len(obs)}, 1) or ({len(obs)}, K) for {len(obs)} (obs, action) pairs"
+                )
+            columns.append(part)
+        values = torch.cat(columns, dim=1)
+        _check_finite(values, f"{self.name} output")
+        return values
+
+
+@dataclass
+class Candidates:
+    """All proposals for a batch of B envs: ``(B, C, A)`` with C = N task policies + E extras."""
+
+    sampled: torch.Tensor
+    mean: torch.Tensor
+
+
+def propose(
+    obs: torch.Tensor,
+    task_ids: torch.Tensor,
+    agent_actions: torch.Tensor,
+    policy: CallableAdapter,
+    num_tasks: int,
+    relabel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    extra_policies: Sequence[CallableAdapter] = (),
+) -> Candidates:
+    """Every task policy's proposal on every env's state, in ONE batched policy call.
+
+    Rows of the policy batch are task-major (row ``j * B + b`` is policy j on env b), so a
+    per-task ensemble can evaluate them as N contiguous blocks. The agent's own action replaces
+    the sample of the collecting task's policy: the agent's proposal is one of the candidates.
+    """
+    batch, action_dim = agent_actions.shape
+    policy_ids = torch.arange(num_tasks, device=obs.device).repeat_interleave(batch)
+    relabelled = relabel(obs.repeat(num_tasks, 1), policy_ids)
+    sampled, mean = policy.policy(relabelled, action_dim)
+    sampled = sampled.view(num_tasks, batch, action_dim).transpose(0, 1).clone()
+    mean = mean.view(num_tasks, batch, action_dim).transpose(0, 1)
+    sampled[torch.arange(batch, device=obs.device), task_ids] = agent_actions
+    if extra_policies:
+        extras = [extra.policy(obs, action_dim) for extra in extra_policies]
+        sampled = torch.cat([sampled, torch.stack([s for s, _ in extras], dim=1)], dim=1)
+        mean = torch.cat([mean, torch.stack([m for _, m in extras], dim=1)], dim=1)
+    return Candidates(sampled=sampled, mean=mean)
+
+
+def score(
+    obs: torch.Tensor,
+    candidates: Candidates,
+    q_function: CallableAdapter,
+    scoring: str = "original",
+) -> torch.Tensor:
+    """Scores ``(B, C)`` of every candidate under the collecting task's Q, in ONE batched call.
+
+    ``"original"``: the first critic on each candidate's mean action (the paper's code);
+    ``"min_twin"``: the minimum over critics on each candidate's sampled action.
+    """
+    batch, num_candidates, action_dim = candidates.sampled.shape
+    actions = candidates.mean if scoring == "original" else candidates.sampled
+    q_obs = obs.repeat_interleave(num_candidates, dim=0)
+    values = q_function.q_values(q_obs, actions.reshape(batch * num_candidates, action_dim))
+    values = values[:, 0] if scoring == "original" else values.min(dim=1).values
+    return values.view(batch, num_candidates)
+
+
+def choose(
+    scores: torch.Tensor | None,
+    num_candidates: int,
+    batch: int,
+    mixture: str,
+    temperature: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Index of the executed candidate per env: argmax, uniform, or softmax sampling."""
+    if mixture == "uniform":
+        return rng.integers(num_candidates, size=batch)
+    assert scores is not None
+    if mixture == "qswitch":
+        return scores.argmax(dim=1).cpu().numpy()
+    logits = (scores / temperature).double().cpu().numpy()
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    # Inverse-CDF sampling: one uniform draw per env keeps the RNG stream simple to reproduce.
+    draws = rng.random(batch)[:, None]
+    return np.minimum((probs.cumsum(axis=1) < draws).sum(axis=1), num_candidates - 1)
