@@ -136,6 +136,8 @@ def main(args: Args) -> Path:
         if args.total_timesteps is not None:
             saved.total_timesteps = args.total_timesteps
         saved.resume, saved.progress = args.resume, args.progress
+        # A run continues in the folder that holds the checkpoint (runs can be moved or copied).
+        saved.run_dir = str(Path(args.resume).resolve().parent.parent)
         args = saved
     if args.demo:
         for key, value in DEMO.items():

@@ -20,6 +20,11 @@ TASK_SCHEDULES = ("cycle", "random")
 #: space, and never reached by a float32 observation that is itself finite.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 COMPAT_MODES = ("official", "fixed")
+_INSTABILITY_WARNINGS = (
+    mujoco.mjtWarning.mjWARN_BADQACC,
+    mujoco.mjtWarning.mjWARN_BADQVEL,
+    mujoco.mjtWarning.mjWARN_BADQPOS,
+)
 
 
 def validate_choice(name: str, value: Any, choices: tuple) -> Any:
@@ -219,14 +224,19 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
     def do_simulation(self, ctrl: np.ndarray, n_frames: int | None = None) -> bool:
         """Step the physics; return True if it became unstable during these substeps."""
         self.data.ctrl[:] = ctrl
-        warnings_before = self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        warnings_before = self._instability_warnings()
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip if n_frames is None else n_frames)
-        unstable = self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > warnings_before
+        # MuJoCo 3 does not raise: it counts a warning and may reset MjData (spec 2.7).
+        unstable = self._instability_warnings() > warnings_before
         return bool(
             unstable
             or not np.isfinite(self.data.qpos).all()
             or not np.isfinite(self.data.qvel).all()
         )
+
+    def _instability_warnings(self) -> int:
+        warning = self.data.warning
+        return sum(int(warning[kind].number) for kind in _INSTABILITY_WARNINGS)
 
     def render(self):
         if self.render_mode != "rgb_array":
