@@ -35,7 +35,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "qmp/PointReach-v0": Preset(50_000, 256, 1_000, 3e-4, (256, 256), 1.0, 10, 5_000),
     "qmp/MultistageReacher-v0": Preset(2_000_000, 32, 10_000, 3e-4, (256, 256), 1.0, 10, 20_000),
-    "qmp/MazeLarge10-v0": Preset(12_000_000, 256, 3_000, 3e-4, (256, 256), 1000 / 6000, 10, 120_000),
+    "qmp/MazeLarge10-v0": Preset(
+        12_000_000, 256, 3_000, 3e-4, (256, 256), 1000 / 6000, 10, 120_000
+    ),
     "qmp/Walker2dMT4-v0": Preset(8_000_000, 32, 10_000, 3e-4, (256, 256), 1.5, 10, 80_000),
 }
 
@@ -156,7 +158,11 @@ class RunLogger:
     def truncate_selection(self, step: int) -> None:
         path = self.run_dir / "selection.jsonl"
         if path.exists():
-            keep = [line for line in path.read_text().splitlines() if json.loads(line)["global_step"] <= step]
+            keep = [
+                line
+                for line in path.read_text().splitlines()
+                if json.loads(line)["global_step"] <= step
+            ]
             path.write_text("".join(line + "\n" for line in keep))
 
     def close(self) -> None:

@@ -75,7 +75,9 @@ class TaskFeatures(nn.Module):
         super().__init__()
         mask = torch.as_tensor(np.asarray(feature_mask, dtype=bool))
         if mask.shape != (feature_dim,):
-            raise ValueError(f"feature mask has shape {tuple(mask.shape)}, expected ({feature_dim},)")
+            raise ValueError(
+                f"feature mask has shape {tuple(mask.shape)}, expected ({feature_dim},)"
+            )
         self.register_buffer("index", torch.nonzero(mask).flatten(), persistent=False)
         self.num_features = int(mask.sum())
 
@@ -90,7 +92,9 @@ def task_ids_of(obs: torch.Tensor, num_tasks: int) -> torch.Tensor:
 class EnsembleActor(nn.Module):
     """N tanh-Gaussian SAC actors (CleanRL's ``Actor``, one member per task)."""
 
-    def __init__(self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]):
+    def __init__(
+        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
+    ):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
@@ -129,15 +133,15 @@ class EnsembleActor(nn.Module):
     def deterministic_act(self, obs_rows: torch.Tensor) -> torch.Tensor:
         """``tanh(mean)`` for flat rows, without drawing random numbers (evaluation)."""
         task_ids = task_ids_of(obs_rows, self.num_tasks)
-        return forward_by_task(
-            lambda g: torch.tanh(self(g)[0]), obs_rows, task_ids, self.num_tasks
-        )
+        return forward_by_task(lambda g: torch.tanh(self(g)[0]), obs_rows, task_ids, self.num_tasks)
 
 
 class EnsembleCritic(nn.Module):
     """N soft Q-functions ``Q(s, a)``, one member per task."""
 
-    def __init__(self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]):
+    def __init__(
+        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
+    ):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
@@ -150,7 +154,9 @@ class EnsembleCritic(nn.Module):
 class TwinCritic(nn.Module):
     """Twin critics for all tasks; ``score`` returns ``(q1, q2)`` for the Q-switch."""
 
-    def __init__(self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]):
+    def __init__(
+        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
+    ):
         super().__init__()
         self.qf1 = EnsembleCritic(num_tasks, features, action_dim, hidden)
         self.qf2 = EnsembleCritic(num_tasks, features, action_dim, hidden)

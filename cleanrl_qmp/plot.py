@@ -33,7 +33,9 @@ def load_run(run_dir: Path, metric: str) -> dict:
         raise ValueError(f"{run_dir}/metrics.csv has no column {metric!r}")
     selection = []
     if (run_dir / "selection.jsonl").exists():
-        selection = [json.loads(line) for line in (run_dir / "selection.jsonl").read_text().splitlines()]
+        selection = [
+            json.loads(line) for line in (run_dir / "selection.jsonl").read_text().splitlines()
+        ]
     qmp = args.get("qmp", False)
     return {
         "env_id": args["env_id"],
@@ -53,13 +55,23 @@ def group_curves(runs: list[dict]) -> dict[tuple[str, str], dict]:
     curves = {}
     for key, members in groups.items():
         steps = sorted(set.intersection(*(set(m["steps"].tolist()) for m in members)))
-        table = np.array([[m["values"][m["steps"].tolist().index(s)] for s in steps] for m in members])
+        table = np.array(
+            [[m["values"][m["steps"].tolist().index(s)] for s in steps] for m in members]
+        )
         low, high = bootstrap_ci(table)
-        curves[key] = {"steps": np.array(steps), "iqm": iqm(table), "low": low, "high": high, "n": len(members)}
+        curves[key] = {
+            "steps": np.array(steps),
+            "iqm": iqm(table),
+            "low": low,
+            "high": high,
+            "n": len(members),
+        }
     return curves
 
 
-def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, metric: str = "eval/success_mean") -> list[Path]:
+def plot_runs(
+    run_dirs: list[str | Path], out_dir: str | Path, metric: str = "eval/success_mean"
+) -> list[Path]:
     runs = [load_run(Path(d), metric) for d in run_dirs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +117,9 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, metric: str = "ev
         ax.set_title(f"QMP selection\n{env}")
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
+                ax.text(
+                    j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7
+                )
         fig.colorbar(image, ax=ax)
         fig.tight_layout()
         slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
@@ -117,7 +131,9 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, metric: str = "ev
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dirs", nargs="+", help="run folders holding args.json and metrics.csv")
     parser.add_argument("--out", default="plots", help="output folder for the PNGs")
     parser.add_argument("--metric", default="eval/success_mean", help="CSV column to plot")

@@ -155,7 +155,9 @@ def main(args: Args) -> Path:
 
     # Environment: one sub-env per task; SAME_STEP autoreset keeps final observations for
     # bootstrapping truncated episodes. The wrapper owns the mixture; --no-qmp disables it.
-    envs = gym.make_vec(args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **env_kwargs)
+    envs = gym.make_vec(
+        args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **env_kwargs
+    )
     envs = QMPBehaviorWrapper(
         envs,
         scoring=args.qmp_scoring,
@@ -179,7 +181,9 @@ def main(args: Args) -> Path:
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
     target_entropy = -float(action_dim)
-    log_alpha = torch.full((num_tasks,), float(np.log(args.alpha)), device=device, requires_grad=True)
+    log_alpha = torch.full(
+        (num_tasks,), float(np.log(args.alpha)), device=device, requires_grad=True
+    )
     a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
     rb = MultiTaskReplayBuffer(
         min(args.buffer_size, args.total_timesteps // num_tasks + 1),
@@ -273,7 +277,7 @@ def main(args: Args) -> Path:
         mininterval=1.0 if sys.stderr.isatty() else 30.0,  # keep CI logs short
     )
     while global_step < args.total_timesteps:
-        # ALGO LOGIC: act with every task's own policy (sub-env k runs task k, so rows are task-major).
+        # ALGO LOGIC: every task's own policy acts (sub-env k runs task k: rows are task-major).
         with torch.no_grad():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
             actions, _, _ = actor.get_action(obs_t.unsqueeze(1))
@@ -316,9 +320,10 @@ def main(args: Args) -> Path:
                 next_actions, next_log_pi, _ = actor.get_action(data.next_observations)
                 qf1_next, qf2_next = qf_target(data.next_observations, next_actions)
                 min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
-                next_q_value = data.rewards.unsqueeze(-1) + (
-                    1 - data.dones.unsqueeze(-1)
-                ) * args.gamma * min_qf_next
+                next_q_value = (
+                    data.rewards.unsqueeze(-1)
+                    + (1 - data.dones.unsqueeze(-1)) * args.gamma * min_qf_next
+                )
 
             qf1_values, qf2_values = qf(data.observations, data.actions)
             # Sum of per-task mean losses: each task's networks get their own task's gradient.
@@ -347,7 +352,9 @@ def main(args: Args) -> Path:
                 a_optimizer.step()
 
             with torch.no_grad():
-                for param, target_param in zip(qf.parameters(), qf_target.parameters(), strict=True):
+                for param, target_param in zip(
+                    qf.parameters(), qf_target.parameters(), strict=True
+                ):
                     target_param.lerp_(param, args.tau)
 
         if updated and global_step % args.log_every < num_tasks:

@@ -225,7 +225,9 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         """Step the physics; return True if it became unstable during these substeps."""
         self.data.ctrl[:] = ctrl
         warnings_before = self._instability_warnings()
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip if n_frames is None else n_frames)
+        mujoco.mj_step(
+            self.model, self.data, nstep=self.frame_skip if n_frames is None else n_frames
+        )
         # MuJoCo 3 does not raise: it counts a warning and may reset MjData (spec 2.7).
         unstable = self._instability_warnings() > warnings_before
         return bool(

@@ -62,9 +62,7 @@ def make_task_vector_env(
     vector_classes = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}
     if vector_strategy not in vector_classes:
         raise ValueError(f"vector_strategy must be 'sync' or 'async', got {vector_strategy!r}")
-    env_fns = [
-        partial(gym.make, env_id, task=k % num_tasks, **env_kwargs) for k in range(num_envs)
-    ]
+    env_fns = [partial(gym.make, env_id, task=k % num_tasks, **env_kwargs) for k in range(num_envs)]
     return vector_classes[vector_strategy](env_fns, autoreset_mode=AutoresetMode(autoreset_mode))
 
 

@@ -120,7 +120,9 @@ class QMPBehaviorWrapper:
             if not callable(fn):
                 raise TypeError(f"extra_policies[{i}] is not callable: {fn!r}")
         if extra_policy_names is None:
-            extra_policy_names = [getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies)]
+            extra_policy_names = [
+                getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies)
+            ]
         if len(extra_policy_names) != len(extra_policies):
             raise ValueError(
                 f"got {len(extra_policy_names)} extra_policy_names for "
@@ -159,8 +161,10 @@ class QMPBehaviorWrapper:
         self._held = np.zeros(self.num_envs, dtype=np.int64)
         self._hold_left = np.zeros(self.num_envs, dtype=np.int64)
         self._resetting = np.zeros(self.num_envs, dtype=bool)
-        self._counts = None if num_tasks is None else np.zeros(
-            (num_tasks, num_tasks + len(extra_policies)), dtype=np.int64
+        self._counts = (
+            None
+            if num_tasks is None
+            else np.zeros((num_tasks, num_tasks + len(extra_policies)), dtype=np.int64)
         )
 
     def attach(
@@ -190,13 +194,17 @@ class QMPBehaviorWrapper:
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         devices = {d for d in (_module_device(policy), _module_device(q_function)) if d is not None}
         if len(devices) > 1:
-            raise ValueError(f"policy and q_function are on different devices: {sorted(map(str, devices))}")
+            raise ValueError(
+                f"policy and q_function are on different devices: {sorted(map(str, devices))}"
+            )
         if device is not None:
             device = torch.device(device)
             if devices and devices != {device}:
                 raise ValueError(f"device={device} but the networks are on {devices.pop()}")
         torch_input = device is not None or bool(devices)
-        self.device = device if device is not None else (devices.pop() if devices else torch.device("cpu"))
+        self.device = (
+            device if device is not None else (devices.pop() if devices else torch.device("cpu"))
+        )
         self._policy = CallableAdapter(policy, "policy", torch_input, self.device)
         self._q_function = CallableAdapter(q_function, "q_function", torch_input, self.device)
         self._extras = [
@@ -218,8 +226,10 @@ class QMPBehaviorWrapper:
     def candidate_names(self) -> list[str]:
         names = None
         try:
-            names = list(self.env.get_attr("task_names")[0]) if isinstance(self.env, VectorEnv) else list(
-                self.env.get_wrapper_attr("task_names")
+            names = (
+                list(self.env.get_attr("task_names")[0])
+                if isinstance(self.env, VectorEnv)
+                else list(self.env.get_wrapper_attr("task_names"))
             )
         except AttributeError:
             pass
@@ -250,8 +260,12 @@ class QMPBehaviorWrapper:
     def _task_ids(self, obs: np.ndarray) -> np.ndarray:
         if self.task_id_fn is not None:
             task_ids = np.asarray(self.task_id_fn(obs), dtype=np.int64).reshape(-1)
-            if task_ids.shape != (len(obs),) or np.any((task_ids < 0) | (task_ids >= self.num_tasks)):
-                raise ValueError(f"task_id_fn returned {task_ids.tolist()} for {len(obs)} observations")
+            if task_ids.shape != (len(obs),) or np.any(
+                (task_ids < 0) | (task_ids >= self.num_tasks)
+            ):
+                raise ValueError(
+                    f"task_id_fn returned {task_ids.tolist()} for {len(obs)} observations"
+                )
             return task_ids
         return read_one_hot_task(obs, self.num_tasks)
 
@@ -288,6 +302,7 @@ class QMPBehaviorWrapper:
         task_ids = self._task_ids(self._last_obs)
         num_candidates = self.num_tasks + len(self._extras)
         if num_candidates == 1:  # nothing to mix: the agent's action, bit for bit
+            self._count(task_ids, task_ids)
             return agent_actions, task_ids
 
         device = self.device
@@ -322,13 +337,18 @@ class QMPBehaviorWrapper:
         # The agent's own choice is copied bit for bit (no device round trip for it).
         own = chosen == task_ids
         executed[own] = agent_actions[own]
+        self._count(task_ids, chosen)
+        return executed, chosen
+
+    def _count(self, task_ids: np.ndarray, chosen: np.ndarray) -> None:
         counted = ~self._resetting
         np.add.at(self._counts, (task_ids[counted], chosen[counted]), 1)
-        return executed, chosen
 
     def _after_step(self, obs, terminated, truncated) -> None:
         self._last_obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
-        done = np.asarray(terminated, dtype=bool).reshape(-1) | np.asarray(truncated, dtype=bool).reshape(-1)
+        done = np.asarray(terminated, dtype=bool).reshape(-1) | np.asarray(
+            truncated, dtype=bool
+        ).reshape(-1)
         # A new episode makes a fresh choice.
         self._hold_left[done] = 0
         # Under next-step autoreset the step after an episode end only resets that sub-env and
@@ -379,8 +399,16 @@ class QMPEnvBehaviorWrapper(QMPBehaviorWrapper, gym.Wrapper):
         self.single_observation_space = env.observation_space
         self.single_action_space = env.action_space
         self._setup(
-            num_tasks, scoring, mixture, temperature, hold_steps, extra_policies,
-            extra_policy_names, task_id_fn, relabel_fn, seed,
+            num_tasks,
+            scoring,
+            mixture,
+            temperature,
+            hold_steps,
+            extra_policies,
+            extra_policy_names,
+            task_id_fn,
+            relabel_fn,
+            seed,
         )
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -423,8 +451,16 @@ class QMPVectorBehaviorWrapper(QMPBehaviorWrapper, gym.vector.VectorWrapper):
         autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self._next_step_autoreset = autoreset == AutoresetMode.NEXT_STEP
         self._setup(
-            num_tasks, scoring, mixture, temperature, hold_steps, extra_policies,
-            extra_policy_names, task_id_fn, relabel_fn, seed,
+            num_tasks,
+            scoring,
+            mixture,
+            temperature,
+            hold_steps,
+            extra_policies,
+            extra_policy_names,
+            task_id_fn,
+            relabel_fn,
+            seed,
         )
 
     def reset(self, *, seed=None, options: dict | None = None):

@@ -92,7 +92,9 @@ def test_make_vec_async_matches_sync():
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_seeded_rollouts_are_identical(env_id):
-    actions = np.random.default_rng(1).uniform(-1, 1, (30, gym.spec(env_id).make().action_space.shape[0]))
+    actions = np.random.default_rng(1).uniform(
+        -1, 1, (30, gym.spec(env_id).make().action_space.shape[0])
+    )
     traces = []
     for _ in range(2):
         env = gym.make(env_id, task_schedule="random")

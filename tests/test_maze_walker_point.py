@@ -100,14 +100,24 @@ def test_walker_model_reference_values(crawl):
     model = build_walker_model(crawl)
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
-    for body, pos in {"torso": (0, 0, 1.25), "thigh": (0, 0, 1.05), "leg": (0, 0, 0.35), "foot": (0.2, 0, 0)}.items():
+    for body, pos in {
+        "torso": (0, 0, 1.25),
+        "thigh": (0, 0, 1.05),
+        "leg": (0, 0, 0.35),
+        "foot": (0.2, 0, 0),
+    }.items():
         np.testing.assert_allclose(data.body(body).xpos, pos, atol=1e-9)
         if body != "torso":
             np.testing.assert_allclose(data.body(body + "_left").xpos, pos, atol=1e-9)
     masses = {b: model.body_mass[model.body(b).id] for b in ("torso", "thigh", "leg", "foot")}
-    assert masses == pytest.approx({"torso": 3.6652, "thigh": 4.0579, "leg": 2.7814, "foot": 3.1667}, abs=1e-4)
+    assert masses == pytest.approx(
+        {"torso": 3.6652, "thigh": 4.0579, "leg": 2.7814, "foot": 3.1667}, abs=1e-4
+    )
     assert model.body_mass.sum() == pytest.approx(23.677, abs=1e-3)
-    assert model.geom("foot_geom").friction[0] == 0.9 and model.geom("foot_left_geom").friction[0] == 1.9
+    assert (
+        model.geom("foot_geom").friction[0] == 0.9
+        and model.geom("foot_left_geom").friction[0] == 1.9
+    )
     assert model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4 and model.opt.timestep == 0.002
     names = {model.geom(i).name for i in range(model.ngeom)}
     assert ("ceiling_long" in names) == crawl
@@ -122,19 +132,41 @@ def test_walker_forward_reward_matches_formula():
     obs, reward, _, _, info = env.step(action)
     q = u.data.qpos
     v = (q[0] - qpos_before[0]) / 0.008
-    delta_h = u.data.body("torso").xpos[2] - max(u.data.body("foot").xpos[2], u.data.body("foot_left").xpos[2])
+    delta_h = u.data.body("torso").xpos[2] - max(
+        u.data.body("foot").xpos[2], u.data.body("foot_left").xpos[2]
+    )
     feet = (abs(q[5] - qpos_before[5]) + abs(q[8] - qpos_before[8])) / 0.008
-    expected = (3 - abs(v - 3)) + 0.1 * np.cos(q[2]) - abs(1.1 - delta_h) - 0.001 * np.sum(action**2) + 1 - 0.01 * feet
+    expected = (
+        (3 - abs(v - 3))
+        + 0.1 * np.cos(q[2])
+        - abs(1.1 - delta_h)
+        - 0.001 * np.sum(action**2)
+        + 1
+        - 0.01 * feet
+    )
     assert reward == pytest.approx(expected)
     assert info["x_velocity"] == pytest.approx(v) and info["delta_h"] == pytest.approx(delta_h)
-    np.testing.assert_allclose(obs[:17], np.concatenate([q[1:9], np.clip(u.data.qvel, -10, 10)]), rtol=1e-6)
+    np.testing.assert_allclose(
+        obs[:17], np.concatenate([q[1:9], np.clip(u.data.qvel, -10, 10)]), rtol=1e-6
+    )
 
 
 def test_walker_backward_balance_and_crawl_rewards():
     for task, check in [
         (1, lambda i: i["x_vel_reward"] == pytest.approx(3 - abs(-i["x_velocity"] - 3))),
-        (2, lambda i: i["x_vel_reward"] == pytest.approx(-abs(i["x_velocity"])) and i["foot_reward"] == 0),
-        (3, lambda i: i["x_vel_reward"] == pytest.approx(2 * (3 - abs(i["x_velocity"] - 3))) and i["height_reward"] == 0),
+        (
+            2,
+            lambda i: (
+                i["x_vel_reward"] == pytest.approx(-abs(i["x_velocity"])) and i["foot_reward"] == 0
+            ),
+        ),
+        (
+            3,
+            lambda i: (
+                i["x_vel_reward"] == pytest.approx(2 * (3 - abs(i["x_velocity"] - 3)))
+                and i["height_reward"] == 0
+            ),
+        ),
     ]:
         env = gym.make("qmp/Walker2dMT4-v0", task=task)
         env.reset(seed=0)

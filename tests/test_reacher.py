@@ -43,10 +43,14 @@ def test_forward_kinematics_at_qpos0(model):
     }
     for body, pos in expected.items():
         np.testing.assert_allclose(data.body(body).xpos, pos, atol=1e-4, err_msg=body)
-    np.testing.assert_allclose(data.body("jaco_link_hand").xquat, (0, 0, -0.81915, 0.57358), atol=1e-4)
+    np.testing.assert_allclose(
+        data.body("jaco_link_hand").xquat, (0, 0, -0.81915, 0.57358), atol=1e-4
+    )
     np.testing.assert_allclose(data.site("hand").xpos, data.body("jaco_link_hand").xpos)
     np.testing.assert_allclose(model.qpos0, [0, 0, 0, 0, -2.8, 0])
-    np.testing.assert_allclose(forward(model, np.zeros(6)).site("hand").xpos, (0.42149, 0.08098, 0.18486), atol=1e-4)
+    np.testing.assert_allclose(
+        forward(model, np.zeros(6)).site("hand").xpos, (0.42149, 0.08098, 0.18486), atol=1e-4
+    )
 
 
 def test_model_physics_options(model):
@@ -104,7 +108,11 @@ def test_reward_at_a_known_state():
     action = np.full(6, 0.5)
     _, reward, terminated, _, info = env.step(action)
     d = np.linalg.norm(u.hand_position - np.array(SUBGOALS["g0"]))
-    ctrl = -0.01 * np.sum(action**2) - 0.001 * np.mean(np.abs(u.data.qvel)) - 1e-5 * np.mean(np.abs(u.data.qacc))
+    ctrl = (
+        -0.01 * np.sum(action**2)
+        - 0.001 * np.mean(np.abs(u.data.qvel))
+        - 1e-5 * np.mean(np.abs(u.data.qacc))
+    )
     assert info["dist"] == pytest.approx(d)
     assert info["ctrl_reward"] == pytest.approx(ctrl)
     assert info["stage_reward"] == pytest.approx(-1.2)  # -0.4 * (3 - 0)
