@@ -51,19 +51,26 @@ def forward_by_task(
 ) -> torch.Tensor:
     """Apply a task-major ensemble ``fn: (N, C, D) -> (N, C, O)`` to rows ``x (M, D)``.
 
-    Row m is answered by member ``task_ids[m]``. Rows are grouped by task with one stable sort
-    and padded to the largest group, so any mix of tasks costs one batched call.
+    Row m is answered by member ``task_ids[m]``. Rows already grouped task by task in equal
+    blocks (how the Q-switch lays out proposals) are a plain reshape; any other mix is grouped
+    with one stable sort and padded to the largest group. Either way: one batched call.
     """
+    rows = len(x)
+    if rows % num_tasks == 0:
+        block = rows // num_tasks
+        grouped_ids = torch.arange(num_tasks, device=x.device).repeat_interleave(block)
+        if torch.equal(task_ids, grouped_ids):
+            return fn(x.view(num_tasks, block, -1)).reshape(rows, -1)
     counts = torch.bincount(task_ids, minlength=num_tasks)
     capacity = int(counts.max())
     order = torch.argsort(task_ids, stable=True)
     sorted_tasks = task_ids[order]
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(x), device=x.device) - starts[sorted_tasks]
+    slot = torch.arange(rows, device=x.device) - starts[sorted_tasks]
     grouped = x.new_zeros(num_tasks, capacity, x.shape[1])
     grouped[sorted_tasks, slot] = x[order]
     out = fn(grouped)
-    result = out.new_empty(len(x), out.shape[-1])
+    result = out.new_empty(rows, out.shape[-1])
     result[order] = out[sorted_tasks, slot]
     return result
 
@@ -123,8 +130,10 @@ class EnsembleActor(nn.Module):
         task_ids = task_ids_of(obs_rows, self.num_tasks)
 
         def both(grouped: torch.Tensor) -> torch.Tensor:
-            sampled, _, mean = self.get_action(grouped)
-            return torch.cat([sampled, mean], dim=-1)
+            # Acting needs no log-probability: sample tanh(mean + std * eps) directly.
+            mean, log_std = self(grouped)
+            sampled = torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+            return torch.cat([sampled, torch.tanh(mean)], dim=-1)
 
         out = forward_by_task(both, obs_rows, task_ids, self.num_tasks)
         half = out.shape[1] // 2
@@ -136,36 +145,27 @@ class EnsembleActor(nn.Module):
         return forward_by_task(lambda g: torch.tanh(self(g)[0]), obs_rows, task_ids, self.num_tasks)
 
 
-class EnsembleCritic(nn.Module):
-    """N soft Q-functions ``Q(s, a)``, one member per task."""
+class TwinCritic(nn.Module):
+    """Twin soft Q-functions for all N tasks as ONE ensemble of 2N members.
 
-    def __init__(
-        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
-    ):
+    Members ``k`` and ``N + k`` are task k's two critics, so both twins of every task are
+    evaluated in one batched matmul per layer. ``score`` returns ``(q1, q2)`` for the Q-switch.
+    """
+
+    def __init__(self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
-        self.net = ensemble_mlp(num_tasks, [features.num_features + action_dim, *hidden, 1])
+        self.net = ensemble_mlp(2 * num_tasks, [features.num_features + action_dim, *hidden, 1])
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.features(obs), action], dim=-1))
-
-
-class TwinCritic(nn.Module):
-    """Twin critics for all tasks; ``score`` returns ``(q1, q2)`` for the Q-switch."""
-
-    def __init__(
-        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
-    ):
-        super().__init__()
-        self.qf1 = EnsembleCritic(num_tasks, features, action_dim, hidden)
-        self.qf2 = EnsembleCritic(num_tasks, features, action_dim, hidden)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor):
-        return self.qf1(obs, action), self.qf2(obs, action)
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task-major ``(N, B, D)`` and ``(N, B, A)`` to ``(q1, q2)``, each ``(N, B, 1)``."""
+        x = torch.cat([self.features(obs), action], dim=-1)
+        out = self.net(torch.cat([x, x], dim=0))
+        return out[: self.num_tasks], out[self.num_tasks :]
 
     def score(self, obs_rows: torch.Tensor, action_rows: torch.Tensor):
-        task_ids = task_ids_of(obs_rows, self.qf1.num_tasks)
+        task_ids = task_ids_of(obs_rows, self.num_tasks)
         obs_dim = obs_rows.shape[1]
         rows = torch.cat([obs_rows, action_rows], dim=1)
 
@@ -173,5 +173,5 @@ class TwinCritic(nn.Module):
             q1, q2 = self(g[..., :obs_dim], g[..., obs_dim:])
             return torch.cat([q1, q2], dim=-1)
 
-        out = forward_by_task(both, rows, task_ids, self.qf1.num_tasks)
+        out = forward_by_task(both, rows, task_ids, self.num_tasks)
         return out[:, :1], out[:, 1:]
