@@ -237,7 +237,8 @@ def main() -> None:
                 else "-"
             )
             print(
-                f"{n:>4} {scoring:>9} {r['batched_ms']:>11.2f} {r['per_env_ms']:>16.2f} {ratio:>8.1f}x"
+                f"{n:>4} {scoring:>9} {r['batched_ms']:>11.2f}"
+                f" {r['per_env_ms']:>16.2f} {ratio:>8.1f}x"
                 f" {target:>14} {r['loop_ms']:>16.2f} {r['loop_ms'] / r['batched_ms']:>8.1f}x"
             )
 

@@ -152,7 +152,9 @@ class TwinCritic(nn.Module):
     evaluated in one batched matmul per layer. ``score`` returns ``(q1, q2)`` for the Q-switch.
     """
 
-    def __init__(self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]):
+    def __init__(
+        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
+    ):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
