@@ -7,6 +7,8 @@ Task starts and goals are grid indices used directly as qpos values.
 
 from __future__ import annotations
 
+import math
+
 import mujoco
 import numpy as np
 
@@ -131,12 +133,15 @@ class MazeLargeEnv(MujocoMultiTaskEnv):
 
     def _step_task(self, action: np.ndarray):
         # The velocity is clipped before the step, as in the original (kept quirk, spec 5.6).
-        np.clip(self.data.qvel, -MAX_SPEED, MAX_SPEED, out=self.data.qvel)
+        qvel = self.data.qvel
+        np.maximum(qvel, -MAX_SPEED, out=qvel)
+        np.minimum(qvel, MAX_SPEED, out=qvel)
         self.do_simulation(action)
         features = self._features()
-        dist = float(np.linalg.norm(features[:2] - self.goal))
+        offset = features[:2] - self.goal
+        dist = math.sqrt(offset.dot(offset))
         success = dist <= SUCCESS_RADIUS
-        reward = float(np.exp(-dist)) - 1.0
+        reward = math.exp(-dist) - 1.0
         self.elapsed_steps += 1
         timeout = self.elapsed_steps >= HORIZON
         return features, reward, success, {"success": success, "dist": dist, "timeout": timeout}

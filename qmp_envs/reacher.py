@@ -7,6 +7,8 @@ change the dynamics.
 
 from __future__ import annotations
 
+import math
+
 import mujoco
 import numpy as np
 
@@ -259,10 +261,9 @@ class MultistageReacherEnv(MujocoMultiTaskEnv):
         return self.hand_position
 
     def _features(self, stage: int) -> np.ndarray:
-        features = np.empty(self.feature_dim)
+        features = np.zeros(self.feature_dim)
         features[0:6] = self.data.qpos
         features[6:12] = self.data.qvel
-        features[12:15] = 0.0
         features[12 + min(stage, 2)] = 1.0
         features[15:18] = self.data.site_xpos[self._hand_site]
         return features
@@ -289,8 +290,8 @@ class MultistageReacherEnv(MujocoMultiTaskEnv):
         task = self.task_id
         # The observation is built before the stage advances (kept quirk, spec 4.5).
         features = self._features(self.stage)
-        target = self._stage_goals[min(self.stage, 2)]
-        dist = float(np.linalg.norm(self.data.site_xpos[self._hand_site] - target))
+        offset = features[15:18] - self._stage_goals[min(self.stage, 2)]
+        dist = math.sqrt(offset.dot(offset))
         success = bool(dist < SUCCESS_THRESHOLD)  # False for a non-finite distance
 
         if success:
@@ -305,10 +306,11 @@ class MultistageReacherEnv(MujocoMultiTaskEnv):
         terminated = stage >= 3
 
         dist_reward = 0.0 if task == SPARSE_TASK else -dist
+        # ndarray methods rather than np.mean/np.sum wrappers: this runs at every env step.
         ctrl_reward = (
-            -ACTION_PENALTY * float(np.sum(action**2))
-            - VELOCITY_PENALTY * float(np.mean(np.abs(self.data.qvel)))
-            - ACCELERATION_PENALTY * float(np.mean(np.abs(self.data.qacc)))
+            -ACTION_PENALTY * float(action.dot(action))
+            - VELOCITY_PENALTY * float(np.abs(self.data.qvel).sum()) / self.model.nv
+            - ACCELERATION_PENALTY * float(np.abs(self.data.qacc).sum()) / self.model.nv
         )
         if task == SHIFTED_TASK:
             stage_reward = 200.0 * float(success)
@@ -320,9 +322,9 @@ class MultistageReacherEnv(MujocoMultiTaskEnv):
 
         if unstable:
             # A diverged simulation may leave non-finite velocities; the penalty must stay finite.
-            if not np.isfinite(ctrl_reward):
-                ctrl_reward = -ACTION_PENALTY * float(np.sum(action**2))
-            if not np.isfinite(dist_reward):
+            if not math.isfinite(ctrl_reward):
+                ctrl_reward = -ACTION_PENALTY * float(action.dot(action))
+            if not math.isfinite(dist_reward):
                 dist_reward = 0.0
             ctrl_reward -= FAIL_PENALTY
             features = self._last_features
