@@ -106,7 +106,8 @@ def main() -> None:
             "" if env_id == "Reacher-v5" else ("met" if r["ratio"] >= TARGET_RATIO else "MISSED")
         )
         print(
-            f"{env_id:<28} {r['sps']:>12.0f} {r['frame_skip']:>10} {r['raw']:>14.0f} {r['ratio']:>7.2f} {verdict}"
+            f"{env_id:<28} {r['sps']:>12.0f} {r['frame_skip']:>10} {r['raw']:>14.0f}"
+            f" {r['ratio']:>7.2f} {verdict}"
         )
     print()
     print(f"{'vector env (one sub-env per task)':<36} {'sync steps/s':>12} {'async steps/s':>14}")
