@@ -1,0 +1,29 @@
+"""The README's usage example runs as written and does what it says."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_usage_example_runs(capsys):
+    text = README.read_text()
+    block = re.search(r"tests/test_readme.py runs this block -->\n```python\n(.*?)```", text, re.S)
+    assert block, "the README's usage block is missing"
+    assert len(block.group(1).strip().splitlines()) <= 22
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    executed, actions = namespace["executed"], namespace["actions"]
+    assert executed.shape == actions.shape == (5, 6)
+    assert namespace["chosen"].shape == (5,)
+    assert namespace["envs"].selection_counts.sum() == 5
+    assert "[[" in capsys.readouterr().out
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
+    text = README.read_text()
+    assert "make demo" in text and "make test" in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
