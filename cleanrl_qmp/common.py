@@ -5,13 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import random
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
+
+import qmp_envs
+from qmp_wrappers import QMPBehaviorWrapper
 
 
 @dataclass(frozen=True)
@@ -167,3 +174,371 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@dataclass
+class BaseArgs:
+    """Arguments every script shares; each script's ``Args`` adds its own."""
+
+    exp_name: str = "run"
+    """the name of this experiment (part of the run folder's name)"""
+    env_id: str = "qmp/MultistageReacher-v0"
+    """a qmp/ environment id; its preset fills every hyperparameter left unset"""
+    seed: int = 1
+    """seed of the experiment"""
+    qmp: bool = True
+    """toggle QMP behaviour sharing (--no-qmp runs the base method alone)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, use CUDA when available"""
+    env_compat: str = "official"
+    """environment fidelity switch: "official" reproduces the paper's environments"""
+    run_dir: str | None = None
+    """output folder (default: runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time})"""
+
+    # Algorithm; None takes the environment's preset (cleanrl_qmp.common.PRESETS).
+    total_timesteps: int | None = None
+    """total environment steps over all tasks"""
+    batch_size: int | None = None
+    """minibatch size per task"""
+    learning_starts: int | None = None
+    """total environment steps before gradient updates start"""
+    learning_rate: float | None = None
+    """one Adam learning rate for actors, critics and temperatures"""
+    hidden: tuple[int, ...] | None = None
+    """hidden layer sizes of every actor and critic"""
+    updates_per_step: float | None = None
+    """gradient steps per task per environment step of that task"""
+    buffer_size: int = 1_000_000
+    """replay capacity per task"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    alpha: float = 1.0
+    """initial entropy temperature"""
+    autotune: bool = True
+    """automatic entropy tuning with target -|A| per task"""
+
+    # QMP behaviour sharing.
+    qmp_scoring: str = "original"
+    """"original" (first critic on mean actions) or "min_twin" (min of twin critics on samples)"""
+    qmp_mixture: str = "qswitch"
+    """"qswitch", "uniform" (ablation) or "softmax\""""
+    qmp_temperature: float = 1.0
+    """softmax temperature when --qmp-mixture softmax"""
+    qmp_hold_steps: int = 1
+    """keep the selected policy this many steps (1: switch every step, the paper's H = 1)"""
+
+    # Evaluation, logging, checkpoints.
+    eval_every: int | None = None
+    """evaluate every this many environment steps"""
+    eval_episodes: int | None = None
+    """evaluation episodes per task"""
+    capture_video: bool = False
+    """render one evaluation episode per task to GIFs under the run folder"""
+    log_every: int = 1000
+    """write training losses every this many environment steps"""
+    checkpoint_every: int = 0
+    """save a checkpoint every this many environment steps (0: only at the end)"""
+    resume: str | None = None
+    """a checkpoint to resume from; the run continues in the checkpoint's run folder"""
+    progress: bool = True
+    """show a progress bar"""
+    demo: bool = False
+    """the README's demo: a short QMP run on Multistage Reacher, then plots"""
+
+
+DEMO = {
+    "env_id": "qmp/MultistageReacher-v0",
+    "total_timesteps": 15_000,
+    "learning_starts": 2_000,
+    "batch_size": 64,
+    "eval_every": 5_000,
+    "eval_episodes": 2,
+    "checkpoint_every": 0,
+    "run_dir": "runs/demo",
+}
+
+
+@dataclass
+class TaskSpec:
+    """What the scripts need to know about a multi-task environment."""
+
+    num_tasks: int
+    task_names: list[str]
+    feature_dim: int
+    feature_mask: np.ndarray
+    min_reward: float
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Box
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.action_space.shape[0])
+
+
+class TrainingRun:
+    """Everything around a script's algorithm: run folder, presets, seeding, the vector env with
+    its ``QMPBehaviorWrapper``, episode statistics, evaluation, checkpoints, resume, progress.
+
+    A script builds its networks, calls :meth:`restore` then :meth:`start`, and keeps its own
+    act / step / store / update loop, calling :meth:`record_step` after every env step and
+    :meth:`periodic` at the end of every iteration.
+    """
+
+    def __init__(self, args: BaseArgs):
+        self.checkpoint = load_checkpoint(args.resume) if args.resume else None
+        if self.checkpoint is not None:
+            saved = self.checkpoint["args"]
+            if args.total_timesteps is not None:
+                saved.total_timesteps = args.total_timesteps
+            saved.resume, saved.progress = args.resume, args.progress
+            # A run continues in the folder that holds the checkpoint (runs can be moved).
+            saved.run_dir = str(Path(args.resume).resolve().parent.parent)
+            args = saved
+        if args.demo:
+            for key, value in DEMO.items():
+                setattr(args, key, value)
+        args = resolve_preset(args)
+        self.run_dir = Path(
+            args.run_dir
+            or f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__"
+            f"{'qmp' if args.qmp else 'noqmp'}__{args.seed}__{int(time.time())}"
+        )
+        args.run_dir = str(self.run_dir)
+        self.args = args
+        seed_everything(args.seed, args.torch_deterministic)
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        probe = gym.make(args.env_id)
+        self.env_kwargs = {"compat": args.env_compat} if hasattr(probe.unwrapped, "compat") else {}
+        probe.close()
+
+        # One sub-env per task; SAME_STEP autoreset keeps final observations for bootstrapping
+        # truncated episodes. The wrapper owns the mixture; --no-qmp disables it.
+        envs = gym.make_vec(
+            args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **self.env_kwargs
+        )
+        self.envs = QMPBehaviorWrapper(
+            envs,
+            scoring=args.qmp_scoring,
+            mixture=args.qmp_mixture,
+            temperature=args.qmp_temperature,
+            hold_steps=args.qmp_hold_steps,
+            seed=args.seed,
+        )
+        n = self.envs.num_tasks
+        self.tasks = TaskSpec(
+            num_tasks=n,
+            task_names=list(envs.get_attr("task_names")[0]),
+            feature_dim=int(envs.get_attr("feature_dim")[0]),
+            feature_mask=np.asarray(envs.get_attr("agent_feature_mask")[0]),
+            min_reward=float(envs.get_attr("min_reward")[0]),
+            observation_space=self.envs.single_observation_space,
+            action_space=self.envs.single_action_space,
+        )
+        space = self.tasks.action_space
+        if not (np.all(space.low == -1) and np.all(space.high == 1)):
+            raise ValueError(f"the scripts expect actions in [-1, 1], got {space}")
+        self.global_step, self.update_credit = 0, 0.0
+        self.episode_return, self.episode_length = np.zeros(n), np.zeros(n, dtype=int)
+        self.next_eval, self.last_eval_step = args.eval_every, -1
+        self.next_checkpoint = args.checkpoint_every or None
+        self.last_success = float("nan")
+        self.obs: np.ndarray | None = None
+
+    # -- set-up ----------------------------------------------------------------------------
+    def restore(self, **objects: Any) -> dict[str, Any]:
+        """Load the script's objects from the checkpoint when resuming.
+
+        Modules and optimisers load their state dicts in place; tensors are copied in place;
+        anything else (a replay buffer) is returned replaced by the checkpoint's object.
+        """
+        if self.checkpoint is None:
+            return objects
+        restored = {}
+        for name, obj in objects.items():
+            saved = self.checkpoint[name]
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(saved)
+            elif isinstance(obj, torch.Tensor):
+                with torch.no_grad():
+                    obj.copy_(saved)
+            else:
+                obj = saved
+            restored[name] = obj
+        return restored
+
+    def start(self, policy: Callable, q_function: Callable) -> np.ndarray:
+        """Reset (or restore) the envs, attach the agent to the wrapper, open the logs."""
+        args = self.args
+        if self.checkpoint is not None:
+            ckpt = self.checkpoint
+            self.envs.close()
+            self.envs, self.obs = ckpt["envs"], ckpt["obs"]
+            self.global_step, self.update_credit = ckpt["global_step"], ckpt["update_credit"]
+            self.episode_return, self.episode_length = (
+                ckpt["episode_return"],
+                ckpt["episode_length"],
+            )
+            self.next_eval, self.next_checkpoint = ckpt["next_eval"], ckpt["next_checkpoint"]
+            self.last_eval_step = ckpt["last_eval_step"]
+            set_rng_state(ckpt["rng"])
+        else:
+            self.obs, _ = self.envs.reset(seed=args.seed)
+        self.envs.enabled = args.qmp
+        self.envs.attach(policy=policy, q_function=q_function, device=self.device)
+        resume_step = self.global_step if self.checkpoint is not None else None
+        self.logger = RunLogger(self.run_dir, args, resume_step=resume_step)
+        if resume_step is not None:
+            self.logger.truncate_selection(resume_step)
+        print(
+            f"run folder: {self.run_dir}  ({self.tasks.num_tasks} tasks, "
+            f"QMP {'on' if args.qmp else 'off'}, from step {self.global_step})"
+        )
+        self.start_time, self.start_step = time.time(), self.global_step
+        self.bar = tqdm(
+            total=args.total_timesteps,
+            initial=self.global_step,
+            disable=not args.progress,
+            unit="step",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,  # keep CI logs short
+        )
+        return self.obs
+
+    # -- every step ------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.global_step >= self.args.total_timesteps
+
+    @property
+    def sps(self) -> int:
+        return int((self.global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def record_step(self, next_obs, rewards, terminations, truncations, infos) -> np.ndarray:
+        """Count the step, log finished episodes; return next observations with the true final
+        observation of every episode that just ended (for bootstrapping)."""
+        n = self.tasks.num_tasks
+        self.global_step += n
+        self.bar.update(n)
+        self.episode_return += rewards
+        self.episode_length += 1
+        dones = terminations | truncations
+        real_next_obs = next_obs.copy()
+        if dones.any():
+            real_next_obs[dones] = np.stack(infos["final_obs"][dones])
+            success = infos["final_info"]["episode_success"][dones]
+            self.logger.scalars(
+                {
+                    "charts/episodic_return": float(self.episode_return[dones].mean()),
+                    "charts/episodic_length": float(self.episode_length[dones].mean()),
+                    "charts/episode_success": float(success.mean()),
+                },
+                self.global_step,
+            )
+            self.episode_return[dones], self.episode_length[dones] = 0.0, 0
+        self.obs = next_obs
+        if self.global_step >= self.args.learning_starts:
+            self.update_credit += self.args.updates_per_step
+        return real_next_obs
+
+    def updates_due(self) -> int:
+        """Gradient steps owed at the paper's ratio of updates to env steps (credit carries)."""
+        due = int(self.update_credit)
+        self.update_credit -= due
+        return due
+
+    def should_log(self) -> bool:
+        """True once per env step that crosses a multiple of ``log_every``."""
+        if self.global_step % self.args.log_every >= self.tasks.num_tasks:
+            return False
+        if getattr(self, "_logged_step", None) == self.global_step:
+            return False
+        self._logged_step = self.global_step
+        return True
+
+    def log_losses(self, metrics: dict[str, float]) -> None:
+        self.logger.scalars({**metrics, "charts/SPS": self.sps}, self.global_step)
+
+    def periodic(self, eval_policy: Callable, state: Callable[[], dict]) -> None:
+        """Evaluate and checkpoint when due; refresh the progress bar."""
+        if self.global_step >= self.next_eval:
+            self.next_eval += self.args.eval_every
+            self.evaluate(eval_policy)
+        if self.next_checkpoint is not None and self.global_step >= self.next_checkpoint:
+            self.next_checkpoint += self.args.checkpoint_every
+            self.save(state)
+        self.bar.set_postfix(SPS=self.sps, success=f"{self.last_success:.2f}", refresh=False)
+
+    # -- evaluation and checkpoints --------------------------------------------------------
+    def evaluate(self, eval_policy: Callable) -> float:
+        """Each task's OWN deterministic policy, by the field's protocol (qmp_envs)."""
+        args, step = self.args, self.global_step
+        video_dir = self.run_dir / "videos" / f"step_{step}" if args.capture_video else None
+        result = qmp_envs.evaluate_policy(
+            eval_policy,
+            args.env_id,
+            episodes_per_task=args.eval_episodes,
+            seed=args.seed + 10_000,
+            env_kwargs=self.env_kwargs,
+            video_dir=video_dir,
+        )
+        self.logger.eval_row(result.as_dict(), step)
+        self.logger.selection(self.envs.selection_matrix(), self.envs.candidate_names, step)
+        self.envs.reset_selection_stats()
+        self.last_success, self.last_eval_step = result.mean_success, step
+        return result.mean_success
+
+    def save(self, state: Callable[[], dict]) -> Path:
+        path = self.run_dir / "checkpoints" / f"step_{self.global_step}.pt"
+        objects = {}
+        for name, obj in state().items():
+            objects[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj
+            if isinstance(obj, torch.Tensor):
+                objects[name] = obj.detach().clone()
+        save_checkpoint(
+            path,
+            {
+                **objects,
+                "args": self.args,
+                "envs": self.envs,
+                "obs": self.obs,
+                "global_step": self.global_step,
+                "update_credit": self.update_credit,
+                "episode_return": self.episode_return,
+                "episode_length": self.episode_length,
+                "next_eval": self.next_eval,
+                "next_checkpoint": self.next_checkpoint,
+                "last_eval_step": self.last_eval_step,
+            },
+        )
+        return path
+
+    def finish(self, eval_policy: Callable, state: Callable[[], dict]) -> Path:
+        self.bar.close()
+        if self.last_eval_step != self.global_step:
+            self.evaluate(eval_policy)
+        self.save(state)
+        self.envs.close()
+        self.logger.close()
+        print(f"done: {self.global_step} env steps; metrics in {self.run_dir / 'metrics.csv'}")
+        return self.run_dir
+
+
+def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: torch.device):
+    """Wrap a torch ``rows -> actions`` function as the numpy policy the evaluator calls."""
+
+    def policy(obs_batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            rows = torch.as_tensor(obs_batch, dtype=torch.float32, device=device)
+            return act(rows).cpu().numpy()
+
+    return policy
+
+
+def plot_demo(run_dir: Path) -> None:
+    from cleanrl_qmp.plot import plot_runs
+
+    for path in plot_runs([run_dir], run_dir):
+        print(f"plot: {path}")
