@@ -49,8 +49,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def resolve_preset(args: Any) -> Any:
-    """Fill every ``None`` field of ``args`` that a preset knows from ``PRESETS[args.env_id]``."""
+def resolve_preset(args: Any, overrides: dict[str, dict] | None = None) -> Any:
+    """Fill every ``None`` field of ``args`` that a preset knows from ``PRESETS[args.env_id]``.
+
+    ``overrides`` maps env ids to a script's own tuned values (taken before the preset's).
+    """
+    for key, value in (overrides or {}).get(args.env_id, {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     preset = PRESETS.get(args.env_id)
     for field in fields(Preset):
         if getattr(args, field.name, 0) is None:
@@ -288,7 +294,7 @@ class TrainingRun:
     :meth:`periodic` at the end of every iteration.
     """
 
-    def __init__(self, args: BaseArgs):
+    def __init__(self, args: BaseArgs, preset_overrides: dict[str, dict] | None = None):
         self.checkpoint = load_checkpoint(args.resume) if args.resume else None
         if self.checkpoint is not None:
             saved = self.checkpoint["args"]
@@ -301,7 +307,7 @@ class TrainingRun:
         if args.demo:
             for key, value in DEMO.items():
                 setattr(args, key, value)
-        args = resolve_preset(args)
+        args = resolve_preset(args, preset_overrides)
         self.run_dir = Path(
             args.run_dir
             or f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__"

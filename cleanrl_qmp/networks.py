@@ -8,6 +8,7 @@ member answers each row, which is how :class:`~qmp_wrappers.QMPBehaviorWrapper` 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -177,3 +178,112 @@ class TwinCritic(nn.Module):
 
         out = forward_by_task(both, rows, task_ids, self.num_tasks)
         return out[:, :1], out[:, 1:]
+
+
+class MultiHeadMLP(nn.Module):
+    """A shared trunk with one output head per task (multi-head MT-SAC).
+
+    Every head is computed in one matmul and each row keeps its own task's head, so a batch
+    mixing tasks costs one call. ``num_heads=1`` gives a single shared head.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, num_heads: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip([in_dim, *hidden[:-1]], hidden, strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.Linear(hidden[-1], num_heads * out_dim)
+        self.num_heads, self.out_dim = num_heads, out_dim
+
+    def forward(self, x: torch.Tensor, head_ids: torch.Tensor) -> torch.Tensor:
+        out = self.heads(self.trunk(x)).view(len(x), self.num_heads, self.out_dim)
+        return out[torch.arange(len(x), device=x.device), head_ids]
+
+
+class MultiHeadActor(nn.Module):
+    """MT-SAC actor: shared trunk on the full observation (one-hot included), per-task heads.
+
+    ``fully_shared=True`` is the Fully-Shared-Behavior baseline: ONE policy for every task, with
+    the task id hidden (one-hot zeroed) and a single head.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_tasks: int,
+        action_dim: int,
+        hidden: Sequence[int],
+        fully_shared: bool,
+    ):
+        super().__init__()
+        self.num_tasks, self.fully_shared = num_tasks, fully_shared
+        heads = 1 if fully_shared else num_tasks
+        self.net = MultiHeadMLP(obs_dim, hidden, 2 * action_dim, heads)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        task_ids = task_ids_of(obs, self.num_tasks)
+        if self.fully_shared:
+            obs = torch.cat(
+                [obs[:, : -self.num_tasks], torch.zeros_like(obs[:, -self.num_tasks :])], 1
+            )
+            task_ids = torch.zeros_like(task_ids)
+        mean, log_std = self.net(obs, task_ids).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def get_action(self, obs: torch.Tensor):
+        """Sampled action, its log-probability and ``tanh(mean)``, for rows ``(M, D)``."""
+        mean, log_std = self(obs)
+        normal = torch.distributions.Normal(mean, log_std.exp())
+        x_t = normal.rsample()
+        action = torch.tanh(x_t)
+        log_prob = normal.log_prob(x_t) - torch.log(1.0 - action.pow(2) + 1e-6)
+        return action, log_prob.sum(-1, keepdim=True), torch.tanh(mean)
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self(obs)
+        return torch.tanh(mean + log_std.exp() * torch.randn_like(mean)), torch.tanh(mean)
+
+    def deterministic_act(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self(obs)[0])
+
+
+class MultiHeadTwinCritic(nn.Module):
+    """MT-SAC twin critics: each a shared trunk on (obs, action) with per-task heads."""
+
+    def __init__(self, obs_dim: int, num_tasks: int, action_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.qf1 = MultiHeadMLP(obs_dim + action_dim, hidden, 1, num_tasks)
+        self.qf2 = MultiHeadMLP(obs_dim + action_dim, hidden, 1, num_tasks)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        task_ids = task_ids_of(obs, self.num_tasks)
+        x = torch.cat([obs, action], dim=1)
+        return self.qf1(x, task_ids), self.qf2(x, task_ids)
+
+    def score(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self(obs, action)
+
+
+def build_per_task_sac(
+    tasks, hidden: Sequence[int], learning_rate: float, alpha: float, device: torch.device
+) -> dict:
+    """The No-Sharing SAC agent of the per-task scripts: ensemble actor, twin critics and their
+    target, one temperature per task, and their Adam optimisers (one learning rate, as in the
+    paper's runs). ``tasks`` is a :class:`cleanrl_qmp.common.TaskSpec`."""
+    n = tasks.num_tasks
+    features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
+    actor = EnsembleActor(n, features, tasks.action_dim, hidden).to(device)
+    qf = TwinCritic(n, features, tasks.action_dim, hidden).to(device)
+    qf_target = copy.deepcopy(qf)
+    log_alpha = torch.full((n,), float(np.log(alpha)), device=device, requires_grad=True)
+    return {
+        "actor": actor,
+        "qf": qf,
+        "qf_target": qf_target,
+        "log_alpha": log_alpha,
+        "q_optimizer": torch.optim.Adam(qf.parameters(), lr=learning_rate),
+        "actor_optimizer": torch.optim.Adam(actor.parameters(), lr=learning_rate),
+        "a_optimizer": torch.optim.Adam([log_alpha], lr=learning_rate),
+    }

@@ -14,7 +14,6 @@ Everything that is not the algorithm (run folder, env + wrapper, evaluation, che
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy, plot_demo
-from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, TwinCritic
+from cleanrl_qmp.networks import build_per_task_sac
 from qmp_wrappers import MultiTaskReplayBuffer
 
 
@@ -39,15 +38,11 @@ def main(args: Args) -> Path:
     args, tasks, device = run.args, run.tasks, run.device
     n = tasks.num_tasks
 
-    features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
-    actor = EnsembleActor(n, features, tasks.action_dim, args.hidden).to(device)
-    qf = TwinCritic(n, features, tasks.action_dim, args.hidden).to(device)
-    qf_target = copy.deepcopy(qf)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    sac = build_per_task_sac(tasks, args.hidden, args.learning_rate, args.alpha, device)
+    actor, qf, qf_target, log_alpha = sac["actor"], sac["qf"], sac["qf_target"], sac["log_alpha"]
+    q_optimizer, actor_optimizer = sac["q_optimizer"], sac["actor_optimizer"]
+    a_optimizer = sac["a_optimizer"]
     target_entropy = -float(tasks.action_dim)
-    log_alpha = torch.full((n,), float(np.log(args.alpha)), device=device, requires_grad=True)
-    a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
     rb = MultiTaskReplayBuffer(
         min(args.buffer_size, args.total_timesteps // n + 1),
         tasks.observation_space,
@@ -55,16 +50,7 @@ def main(args: Args) -> Path:
         num_tasks=n,
         device=device,
     )
-    state = {
-        "actor": actor,
-        "qf": qf,
-        "qf_target": qf_target,
-        "q_optimizer": q_optimizer,
-        "actor_optimizer": actor_optimizer,
-        "a_optimizer": a_optimizer,
-        "log_alpha": log_alpha,
-        "rb": rb,
-    }
+    state = {**sac, "rb": rb}
     rb = run.restore(**state)["rb"]
     state["rb"] = rb
     eval_policy = deterministic_policy(actor.deterministic_act, device)

@@ -106,12 +106,27 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
 
     def sample_tasks(self, batch_size: int, rng: np.random.Generator | None = None) -> TaskBatch:
         """``batch_size`` transitions of each task, sampled uniformly with replacement."""
+        cols = np.broadcast_to(np.arange(self.num_tasks)[:, None], (self.num_tasks, batch_size))
+        return self._gather(cols, rng)
+
+    def sample_other_tasks(
+        self, batch_size: int, rng: np.random.Generator | None = None
+    ) -> tuple[TaskBatch, np.ndarray]:
+        """For each task i, ``batch_size`` transitions drawn uniformly from the OTHER tasks' data
+        (data sharing). Returns the batch, as stored (not relabelled), and the source tasks."""
+        if self.num_tasks < 2:
+            raise ValueError("sharing data needs at least two tasks")
+        draw = np.random.randint if rng is None else rng.integers
+        shift = draw(1, self.num_tasks, size=(self.num_tasks, batch_size))
+        cols = (np.arange(self.num_tasks)[:, None] + shift) % self.num_tasks
+        return self._gather(cols, rng), cols
+
+    def _gather(self, cols: np.ndarray, rng: np.random.Generator | None) -> TaskBatch:
         stored = self.num_transitions()
         if stored == 0:
             raise ValueError("cannot sample from an empty buffer")
         draw = np.random.randint if rng is None else rng.integers
-        rows = draw(0, stored, size=(self.num_tasks, batch_size))
-        cols = np.arange(self.num_tasks)[:, None]
+        rows = draw(0, stored, size=cols.shape)
         dones = self.dones[rows, cols] * (1.0 - self.timeouts[rows, cols])
         return TaskBatch(
             observations=self.to_torch(self.observations[rows, cols]),

@@ -78,6 +78,19 @@ def test_sb3_style_infos_and_scaled_actions():
         rb.add(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 2)), np.zeros(1), np.zeros(1), [{}])
     with pytest.raises(ValueError, match="2 infos for 1 environments"):
         executed_actions([{}, {}], n_envs=1)
+    two_tasks = MultiTaskReplayBuffer(10, obs_space, space, num_tasks=3)
+    for _ in range(4):
+        two_tasks.add(
+            np.zeros((3, 3)),
+            np.zeros((3, 3)),
+            np.zeros((3, 2)),
+            np.arange(3.0),
+            np.zeros(3),
+            {"qmp_action": np.zeros((3, 2))},
+        )
+    shared, sources = two_tasks.sample_other_tasks(50)
+    assert np.all(sources != np.arange(3)[:, None])  # never the task's own data
+    np.testing.assert_array_equal(shared.rewards.numpy(), sources)  # reward k was task k's
     with pytest.raises(ValueError, match="empty"):
         MultiTaskReplayBuffer(10, obs_space, space, num_tasks=2).sample_tasks(4)
 

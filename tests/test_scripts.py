@@ -1,4 +1,4 @@
-"""sac_qmp.py end to end: train, evaluate, checkpoint, resume, plot."""
+"""Every training script end to end: train, evaluate, checkpoint, resume, plot."""
 
 import csv
 import shutil
@@ -10,16 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from cleanrl_qmp import sac_qmp
+from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
 from cleanrl_qmp.common import load_checkpoint
 from cleanrl_qmp.plot import plot_runs
 from qmp_wrappers.behavior import QMPVectorBehaviorWrapper
 
-SCRIPT = Path(sac_qmp.__file__)
+SCRIPTS = {
+    "sac_qmp": (sac_qmp, {}),
+    "mtsac_qmp": (mtsac_qmp, {}),
+    "uds_qmp": (uds_qmp, {"share_q_quantile": 0.3}),
+    "dnc_sac": (dnc_sac, {"qmp": True, "distill_every": 300, "distill_steps": 5}),
+}
 
 
-def tiny_args(run_dir, **overrides):
-    args = sac_qmp.Args(
+def tiny_args(run_dir, script=sac_qmp, **overrides):
+    args = script.Args(
         env_id="qmp/MultistageReacher-v0",
         seed=3,
         total_timesteps=600,
@@ -43,10 +48,11 @@ def read_metrics(run_dir):
         return [{k: v for k, v in row.items() if k != "time"} for row in csv.DictReader(f)]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One QMP run, recording what the wrapper executed and what the agent proposed."""
-    run_dir = tmp_path_factory.mktemp("runs") / "qmp"
+@pytest.fixture(scope="module", params=sorted(SCRIPTS))
+def trained(request, tmp_path_factory):
+    """One QMP run per script, recording what the wrapper executed and the agent proposed."""
+    script, extra = SCRIPTS[request.param]
+    run_dir = tmp_path_factory.mktemp("runs") / request.param
     record = {"proposed": [], "executed": []}
     original_step = QMPVectorBehaviorWrapper.step
 
@@ -58,14 +64,14 @@ def trained(tmp_path_factory):
 
     QMPVectorBehaviorWrapper.step = recording_step
     try:
-        sac_qmp.main(tiny_args(run_dir))
+        script.main(tiny_args(run_dir, script, **extra))
     finally:
         QMPVectorBehaviorWrapper.step = original_step
-    return run_dir, record
+    return run_dir, record, script
 
 
 def test_run_writes_metrics_checkpoints_and_tensorboard(trained):
-    run_dir, _ = trained
+    run_dir, _, _ = trained
     rows = read_metrics(run_dir)
     assert [int(r["global_step"]) for r in rows] == [300, 600]
     assert {"eval/success_mean", "eval/success/stay", "eval/task_complete_mean"} <= set(rows[0])
@@ -78,19 +84,19 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(trained):
 
 
 def test_buffer_stores_the_executed_actions_not_the_proposals(trained):
-    run_dir, record = trained
+    run_dir, record, _ = trained
     rb = load_checkpoint(run_dir / "checkpoints" / "step_600.pt")["rb"]
     executed = np.array(record["executed"])
-    np.testing.assert_array_equal(rb.actions[: len(executed)], executed)
+    np.testing.assert_array_equal(rb.actions[: len(executed)].reshape(executed.shape), executed)
     assert not np.array_equal(executed, np.array(record["proposed"]))  # QMP did switch
 
 
 def test_resumed_run_reproduces_the_uninterrupted_run(trained, tmp_path):
-    run_dir, _ = trained
+    run_dir, _, script = trained
     copy = tmp_path / "resumed"
     shutil.copytree(run_dir, copy)
     (copy / "checkpoints" / "step_600.pt").unlink()
-    sac_qmp.main(sac_qmp.Args(resume=str(copy / "checkpoints" / "step_300.pt"), progress=False))
+    script.main(script.Args(resume=str(copy / "checkpoints" / "step_300.pt"), progress=False))
     assert read_metrics(copy) == read_metrics(run_dir)
     a = load_checkpoint(run_dir / "checkpoints" / "step_600.pt")
     b = load_checkpoint(copy / "checkpoints" / "step_600.pt")
@@ -101,9 +107,9 @@ def test_resumed_run_reproduces_the_uninterrupted_run(trained, tmp_path):
 
 
 def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
-    run_dir, _ = trained
+    run_dir, _, script = trained
     baseline = tmp_path / "noqmp"
-    sac_qmp.main(tiny_args(baseline, qmp=False, total_timesteps=300, checkpoint_every=0))
+    script.main(tiny_args(baseline, script, qmp=False, total_timesteps=300, checkpoint_every=0))
     ckpt = load_checkpoint(baseline / "checkpoints" / "step_300.pt")
     assert not ckpt["envs"].enabled and ckpt["args"].qmp is False
     written = plot_runs([run_dir, baseline], tmp_path / "plots")
@@ -112,10 +118,46 @@ def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
     assert all(p.stat().st_size > 5000 for p in written)
 
 
-def test_cli_exposes_qmp_switch_and_presets():
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True
-    )
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_cli_exposes_qmp_switch_and_resume(name):
+    path = Path(SCRIPTS[name][0].__file__)
+    out = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     assert "--qmp" in out.stdout and "--no-qmp" in out.stdout and "--resume" in out.stdout
+
+
+def test_unknown_env_without_hyperparameters_is_a_clear_error():
     with pytest.raises(ValueError, match="no preset"):
         sac_qmp.main(sac_qmp.Args(env_id="Pendulum-v1", progress=False))
+
+
+def test_uds_and_mtsac_specific_checks():
+    with pytest.raises(ValueError, match="share-q-quantile"):
+        uds_qmp.main(uds_qmp.Args(share_q_quantile=1.5, progress=False))
+    with pytest.raises(ValueError, match="at least two tasks"):
+        uds_qmp.main(uds_qmp.Args(env_id="qmp/PointReach-v0", progress=False))
+    relabelled = uds_qmp.relabel_as_own_task(torch.zeros(3, 2, 5), 3)
+    assert relabelled[:, :, -3].tolist() == [[1, 1], [0, 0], [0, 0]]
+    assert relabelled[2, 1, -3:].tolist() == [0, 0, 1]
+
+
+def test_dnc_pairwise_kl():
+    mean, log_std = torch.randn(4, 3), torch.randn(4, 3) * 0.3
+    assert torch.allclose(dnc_sac.gaussian_kl(mean, log_std, mean, log_std), torch.zeros(4))
+    p = torch.distributions.Normal(mean, log_std.exp())
+    q = torch.distributions.Normal(mean + 0.5, (log_std + 0.2).exp())
+    expected = torch.distributions.kl_divergence(p, q).sum(-1)
+    torch.testing.assert_close(
+        dnc_sac.gaussian_kl(mean, log_std, mean + 0.5, log_std + 0.2), expected
+    )
+
+    from cleanrl_qmp.networks import EnsembleActor, TaskFeatures
+
+    actor = EnsembleActor(3, TaskFeatures(4, np.ones(4, dtype=bool)), 2, (8,))
+    obs = torch.randn(3, 5, 7)
+    kl = dnc_sac.pairwise_policy_kl(actor, obs)
+    assert kl.shape == (3,) and torch.all(kl > 0)
+    with torch.no_grad():  # identical members: no disagreement
+        for param in actor.parameters():
+            param.copy_(param[:1].expand_as(param))
+    assert torch.allclose(dnc_sac.pairwise_policy_kl(actor, obs), torch.zeros(3), atol=1e-6)
