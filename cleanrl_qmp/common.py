@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 import qmp_envs
-from qmp_wrappers import QMPBehaviorWrapper
+from qmp_wrappers import MultiTaskReplayBuffer, QMPBehaviorWrapper
 
 
 @dataclass(frozen=True)
@@ -355,6 +355,17 @@ class TrainingRun:
         self.obs: np.ndarray | None = None
 
     # -- set-up ----------------------------------------------------------------------------
+    def task_buffer(self) -> MultiTaskReplayBuffer:
+        """Per-task replay data (column k: task k), capped at what the run can ever store."""
+        args, tasks = self.args, self.tasks
+        return MultiTaskReplayBuffer(
+            min(args.buffer_size, args.total_timesteps // tasks.num_tasks + 1),
+            tasks.observation_space,
+            tasks.action_space,
+            num_tasks=tasks.num_tasks,
+            device=self.device,
+        )
+
     def restore(self, **objects: Any) -> dict[str, Any]:
         """Load the script's objects from the checkpoint when resuming.
 

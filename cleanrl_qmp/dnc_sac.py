@@ -21,8 +21,7 @@ import torch
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
-from cleanrl_qmp.networks import EnsembleActor, build_per_task_sac
-from qmp_wrappers import MultiTaskReplayBuffer
+from cleanrl_qmp.networks import EnsembleActor, build_per_task_sac, soft_update
 
 
 @dataclass
@@ -70,13 +69,7 @@ def main(args: Args) -> Path:
     target_entropy = -float(tasks.action_dim)
     central = EnsembleActor(1, actor.features, tasks.action_dim, args.hidden).to(device)
     central_optimizer = torch.optim.Adam(central.parameters(), lr=args.learning_rate)
-    rb = MultiTaskReplayBuffer(
-        min(args.buffer_size, args.total_timesteps // n + 1),
-        tasks.observation_space,
-        tasks.action_space,
-        num_tasks=n,
-        device=device,
-    )
+    rb = run.task_buffer()
     # The distillation schedule is part of the state, so a resumed run keeps it.
     state = {**sac, "central": central, "central_optimizer": central_optimizer, "rb": rb}
     state["next_distill"] = args.distill_every or None
@@ -133,9 +126,7 @@ def main(args: Args) -> Path:
                 alpha_loss.backward()
                 a_optimizer.step()
 
-            with torch.no_grad():
-                for param, target in zip(qf.parameters(), qf_target.parameters(), strict=True):
-                    target.lerp_(param, args.tau)
+            soft_update(qf, qf_target, args.tau)
 
             if run.should_log():
                 run.log_losses(

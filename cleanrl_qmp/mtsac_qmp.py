@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
-from cleanrl_qmp.networks import MultiHeadActor, MultiHeadTwinCritic, task_ids_of
+from cleanrl_qmp.networks import MultiHeadActor, MultiHeadTwinCritic, soft_update, task_ids_of
 from qmp_wrappers import QMPReplayBuffer
 
 # The paper re-tuned its parameter-sharing runs; only Reacher's values are known (spec 10.2).
@@ -119,9 +119,7 @@ def main(args: Args) -> Path:
                 alpha_loss.backward()
                 a_optimizer.step()
 
-            with torch.no_grad():
-                for param, target in zip(qf.parameters(), qf_target.parameters(), strict=True):
-                    target.lerp_(param, args.tau)
+            soft_update(qf, qf_target, args.tau)
 
             if run.should_log():
                 alphas = log_alpha.exp().tolist()

@@ -19,6 +19,23 @@ from torch import nn
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # garage's clamp, used by the paper's SAC
 
 
+def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor):
+    """SAC's squashed Gaussian: a reparameterised sample, its log-probability (with the tanh
+    correction) and the deterministic action ``tanh(mean)``."""
+    normal = torch.distributions.Normal(mean, log_std.exp())
+    x_t = normal.rsample()
+    action = torch.tanh(x_t)
+    log_prob = normal.log_prob(x_t) - torch.log(1.0 - action.pow(2) + 1e-6)
+    return action, log_prob.sum(-1, keepdim=True), torch.tanh(mean)
+
+
+def soft_update(source: nn.Module, target: nn.Module, tau: float) -> None:
+    """Polyak averaging: ``target <- (1 - tau) * target + tau * source``."""
+    with torch.no_grad():
+        for param, target_param in zip(source.parameters(), target.parameters(), strict=True):
+            target_param.lerp_(param, tau)
+
+
 class EnsembleLinear(nn.Module):
     """``num_members`` independent linear layers applied to ``(num_members, B, in)``."""
 
@@ -119,12 +136,7 @@ class EnsembleActor(nn.Module):
 
     def get_action(self, obs: torch.Tensor):
         """Sampled action, its log-probability and the deterministic action ``tanh(mean)``."""
-        mean, log_std = self(obs)
-        normal = torch.distributions.Normal(mean, log_std.exp())
-        x_t = normal.rsample()
-        action = torch.tanh(x_t)
-        log_prob = normal.log_prob(x_t) - torch.log(1.0 - action.pow(2) + 1e-6)
-        return action, log_prob.sum(-1, keepdim=True), torch.tanh(mean)
+        return tanh_gaussian_sample(*self(obs))
 
     def act(self, obs_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sampled, mean)`` for flat rows; each row is answered by its one-hot's member."""
@@ -233,12 +245,7 @@ class MultiHeadActor(nn.Module):
 
     def get_action(self, obs: torch.Tensor):
         """Sampled action, its log-probability and ``tanh(mean)``, for rows ``(M, D)``."""
-        mean, log_std = self(obs)
-        normal = torch.distributions.Normal(mean, log_std.exp())
-        x_t = normal.rsample()
-        action = torch.tanh(x_t)
-        log_prob = normal.log_prob(x_t) - torch.log(1.0 - action.pow(2) + 1e-6)
-        return action, log_prob.sum(-1, keepdim=True), torch.tanh(mean)
+        return tanh_gaussian_sample(*self(obs))
 
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self(obs)

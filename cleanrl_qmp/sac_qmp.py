@@ -23,8 +23,7 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy, plot_demo
-from cleanrl_qmp.networks import build_per_task_sac
-from qmp_wrappers import MultiTaskReplayBuffer
+from cleanrl_qmp.networks import build_per_task_sac, soft_update
 
 
 @dataclass
@@ -43,13 +42,7 @@ def main(args: Args) -> Path:
     q_optimizer, actor_optimizer = sac["q_optimizer"], sac["actor_optimizer"]
     a_optimizer = sac["a_optimizer"]
     target_entropy = -float(tasks.action_dim)
-    rb = MultiTaskReplayBuffer(
-        min(args.buffer_size, args.total_timesteps // n + 1),
-        tasks.observation_space,
-        tasks.action_space,
-        num_tasks=n,
-        device=device,
-    )
+    rb = run.task_buffer()
     state = {**sac, "rb": rb}
     rb = run.restore(**state)["rb"]
     state["rb"] = rb
@@ -105,9 +98,7 @@ def main(args: Args) -> Path:
                 alpha_loss.backward()
                 a_optimizer.step()
 
-            with torch.no_grad():
-                for param, target in zip(qf.parameters(), qf_target.parameters(), strict=True):
-                    target.lerp_(param, args.tau)
+            soft_update(qf, qf_target, args.tau)
 
             if run.should_log():
                 alphas = log_alpha.exp().tolist()

@@ -18,8 +18,7 @@ import torch
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
-from cleanrl_qmp.networks import build_per_task_sac
-from qmp_wrappers import MultiTaskReplayBuffer
+from cleanrl_qmp.networks import build_per_task_sac, soft_update
 
 
 @dataclass
@@ -59,13 +58,7 @@ def main(args: Args) -> Path:
     q_optimizer, actor_optimizer = sac["q_optimizer"], sac["actor_optimizer"]
     a_optimizer = sac["a_optimizer"]
     target_entropy = -float(tasks.action_dim)
-    rb = MultiTaskReplayBuffer(
-        min(args.buffer_size, args.total_timesteps // n + 1),
-        tasks.observation_space,
-        tasks.action_space,
-        num_tasks=n,
-        device=device,
-    )
+    rb = run.task_buffer()
     state = {**sac, "rb": rb}
     rb = state["rb"] = run.restore(**state)["rb"]
     eval_policy = deterministic_policy(actor.deterministic_act, device)
@@ -137,9 +130,7 @@ def main(args: Args) -> Path:
                 alpha_loss.backward()
                 a_optimizer.step()
 
-            with torch.no_grad():
-                for param, target in zip(qf.parameters(), qf_target.parameters(), strict=True):
-                    target.lerp_(param, args.tau)
+            soft_update(qf, qf_target, args.tau)
 
             if run.should_log():
                 run.log_losses(

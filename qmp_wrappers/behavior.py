@@ -95,16 +95,18 @@ class QMPBehaviorWrapper:
     def _setup(
         self,
         num_tasks: int | None,
-        scoring: str,
-        mixture: str,
-        temperature: float,
-        hold_steps: int,
-        extra_policies: Sequence[Callable],
-        extra_policy_names: Sequence[str] | None,
-        task_id_fn: Callable | None,
-        relabel_fn: Callable | None,
-        seed: int | None,
+        *,
+        scoring: str = "original",
+        mixture: str = "qswitch",
+        temperature: float = 1.0,
+        hold_steps: int = 1,
+        extra_policies: Sequence[Callable] = (),
+        extra_policy_names: Sequence[str] | None = None,
+        task_id_fn: Callable | None = None,
+        relabel_fn: Callable | None = None,
+        seed: int | None = None,
     ) -> None:
+        """Validate and store the options documented on :class:`QMPBehaviorWrapper`."""
         if scoring not in SCORING_RULES:
             raise ValueError(f"scoring must be one of {SCORING_RULES}, got {scoring!r}")
         if mixture not in MIXTURES:
@@ -377,39 +379,14 @@ class QMPEnvBehaviorWrapper(QMPBehaviorWrapper, gym.Wrapper):
     _batch_slice = slice(1, 2)
     _next_step_autoreset = False
 
-    def __init__(
-        self,
-        env: gym.Env,
-        num_tasks: int | None = None,
-        *,
-        scoring: str = "original",
-        mixture: str = "qswitch",
-        temperature: float = 1.0,
-        hold_steps: int = 1,
-        extra_policies: Sequence[Callable] = (),
-        extra_policy_names: Sequence[str] | None = None,
-        task_id_fn: Callable | None = None,
-        relabel_fn: Callable | None = None,
-        seed: int | None = None,
-    ):
+    def __init__(self, env: gym.Env, num_tasks: int | None = None, **options):
         if not isinstance(env, gym.Env):
             raise TypeError(f"expected a gymnasium Env or VectorEnv, got {type(env).__name__}")
         gym.Wrapper.__init__(self, env)
         self.num_envs = 1
         self.single_observation_space = env.observation_space
         self.single_action_space = env.action_space
-        self._setup(
-            num_tasks,
-            scoring,
-            mixture,
-            temperature,
-            hold_steps,
-            extra_policies,
-            extra_policy_names,
-            task_id_fn,
-            relabel_fn,
-            seed,
-        )
+        self._setup(num_tasks, **options)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -432,36 +409,11 @@ class QMPVectorBehaviorWrapper(QMPBehaviorWrapper, gym.vector.VectorWrapper):
 
     _batch_slice = slice(0, 2)
 
-    def __init__(
-        self,
-        env: VectorEnv,
-        num_tasks: int | None = None,
-        *,
-        scoring: str = "original",
-        mixture: str = "qswitch",
-        temperature: float = 1.0,
-        hold_steps: int = 1,
-        extra_policies: Sequence[Callable] = (),
-        extra_policy_names: Sequence[str] | None = None,
-        task_id_fn: Callable | None = None,
-        relabel_fn: Callable | None = None,
-        seed: int | None = None,
-    ):
+    def __init__(self, env: VectorEnv, num_tasks: int | None = None, **options):
         gym.vector.VectorWrapper.__init__(self, env)
         autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self._next_step_autoreset = autoreset == AutoresetMode.NEXT_STEP
-        self._setup(
-            num_tasks,
-            scoring,
-            mixture,
-            temperature,
-            hold_steps,
-            extra_policies,
-            extra_policy_names,
-            task_id_fn,
-            relabel_fn,
-            seed,
-        )
+        self._setup(num_tasks, **options)
 
     def reset(self, *, seed=None, options: dict | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
