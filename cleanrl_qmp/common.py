@@ -415,6 +415,8 @@ class TrainingRun:
             f"QMP {'on' if args.qmp else 'off'}, from step {self.global_step})"
         )
         self.start_time, self.start_step = time.time(), self.global_step
+        # (wall clock, step, seconds spent evaluating) when gradient updates began
+        self.training_clock: tuple[float, int, float] | None = None
         self.bar = tqdm(
             total=args.total_timesteps,
             initial=self.global_step,
@@ -458,6 +460,8 @@ class TrainingRun:
         self.obs = next_obs
         if self.global_step >= self.args.learning_starts:
             self.update_credit += self.args.updates_per_step
+            if self.training_clock is None:
+                self.training_clock = (time.perf_counter(), self.global_step, 0.0)
         return real_next_obs
 
     def updates_due(self) -> int:
@@ -492,6 +496,7 @@ class TrainingRun:
     def evaluate(self, eval_policy: Callable) -> float:
         """Each task's OWN deterministic policy, by the field's protocol (qmp_envs)."""
         args, step = self.args, self.global_step
+        eval_start = time.perf_counter()
         video_dir = self.run_dir / "videos" / f"step_{step}" if args.capture_video else None
         result = qmp_envs.evaluate_policy(
             eval_policy,
@@ -505,7 +510,19 @@ class TrainingRun:
         self.logger.selection(self.envs.selection_matrix(), self.envs.candidate_names, step)
         self.envs.reset_selection_stats()
         self.last_success, self.last_eval_step = result.mean_success, step
+        if self.training_clock is not None:
+            start, start_step, eval_seconds = self.training_clock
+            eval_seconds += time.perf_counter() - eval_start
+            self.training_clock = (start, start_step, eval_seconds)
         return result.mean_success
+
+    def training_sps(self) -> float | None:
+        """Env steps/s since gradient updates began, evaluation time excluded."""
+        if self.training_clock is None:
+            return None
+        start, start_step, eval_seconds = self.training_clock
+        elapsed = time.perf_counter() - start - eval_seconds
+        return (self.global_step - start_step) / max(elapsed, 1e-9)
 
     def save(self, state: Callable[[], dict]) -> Path:
         path = self.run_dir / "checkpoints" / f"step_{self.global_step}.pt"
@@ -534,6 +551,8 @@ class TrainingRun:
 
     def finish(self, eval_policy: Callable, state: Callable[[], dict]) -> Path:
         self.bar.close()
+        timing = {"env_steps": self.global_step, "sps_after_learning_starts": self.training_sps()}
+        (self.run_dir / "timing.json").write_text(json.dumps(timing))
         if self.last_eval_step != self.global_step:
             self.evaluate(eval_policy)
         self.save(state)

@@ -46,11 +46,11 @@ def main(args: Args) -> Path:
     actor = MultiHeadActor(obs_dim, n, tasks.action_dim, args.hidden, args.fully_shared).to(device)
     qf = MultiHeadTwinCritic(obs_dim, n, tasks.action_dim, args.hidden).to(device)
     qf_target = copy.deepcopy(qf)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, foreach=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, foreach=True)
     target_entropy = -float(tasks.action_dim)
     log_alpha = torch.full((n,), float(np.log(args.alpha)), device=device, requires_grad=True)
-    a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
+    a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate, foreach=True)
     rb = QMPReplayBuffer(
         min(args.buffer_size, args.total_timesteps + n),
         tasks.observation_space,
