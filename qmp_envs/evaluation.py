@@ -67,7 +67,8 @@ def evaluate_policy(
         policy: maps a batch of observations ``(B, obs_dim)`` (one-hot included) to deterministic
             actions ``(B, action_dim)``. All tasks' envs are stepped together and batched into one
             call; each row is answered by the policy of the task in its one-hot.
-        episodes_per_task: defaults to the family's ``default_eval_episodes``.
+        episodes_per_task: defaults to the family's ``default_eval_episodes`` (Meta-World: 50,
+            one per goal variation of the evaluation split).
         seed: task k's env is reset with ``seed + k`` once, then runs its episodes in sequence.
         video_dir: if set, the first episode of every task is rendered headless to a GIF there.
 
@@ -80,6 +81,9 @@ def evaluate_policy(
     env_kwargs = dict(env_kwargs or {})
     probe = gym.make(env_id, **env_kwargs)
     unwrapped = probe.unwrapped
+    if getattr(unwrapped, "has_eval_split", False):
+        # Families with separate evaluation goals (Meta-World) are evaluated on them.
+        env_kwargs.setdefault("split", "eval")
     task_names = list(unwrapped.task_names)
     info_keys = tuple(getattr(unwrapped, "eval_info_keys", ()))
     if episodes_per_task is None:

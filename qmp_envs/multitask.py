@@ -72,6 +72,8 @@ class MultiTaskEnv(gym.Env):
     eval_info_keys: tuple[str, ...] = ()
     #: Evaluation episodes per task in the paper's protocol for this family.
     default_eval_episodes: int = 10
+    #: True where the family has separate train and eval instances (``split="eval"``).
+    has_eval_split: bool = False
 
     def __init__(
         self,

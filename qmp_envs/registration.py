@@ -7,7 +7,7 @@ env whose sub-env k is pinned to task ``k mod N`` (one sub-env per task by defau
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import gymnasium as gym
@@ -20,6 +20,7 @@ class SuiteInfo:
     entry_point: str
     num_tasks: int
     max_episode_steps: int
+    kwargs: dict = field(default_factory=dict)
 
 
 SUITES: dict[str, SuiteInfo] = {
@@ -29,6 +30,20 @@ SUITES: dict[str, SuiteInfo] = {
         SuiteInfo("qmp/MultistageReacher-v0", "qmp_envs.reacher:MultistageReacherEnv", 5, 200),
         SuiteInfo("qmp/MazeLarge10-v0", "qmp_envs.maze:MazeLargeEnv", 10, 600),
         SuiteInfo("qmp/Walker2dMT4-v0", "qmp_envs.walker:Walker2dMTEnv", 4, 1000),
+        SuiteInfo(
+            "qmp/MetaWorldMT10-v0",
+            "qmp_envs.metaworld_suites:MetaWorldMTEnv",
+            10,
+            500,
+            {"benchmark": "MT10"},
+        ),
+        SuiteInfo(
+            "qmp/MetaWorldMT50-v0",
+            "qmp_envs.metaworld_suites:MetaWorldMTEnv",
+            50,
+            500,
+            {"benchmark": "MT50"},
+        ),
     ]
 }
 
@@ -75,4 +90,5 @@ def register_suites() -> None:
             entry_point=info.entry_point,
             vector_entry_point=partial(make_task_vector_env, info.env_id),
             max_episode_steps=info.max_episode_steps,
+            kwargs=dict(info.kwargs),
         )
