@@ -1,8 +1,9 @@
 """Multi-task Gymnasium environments of the QMP paper, registered under ``qmp/``.
 
 >>> import gymnasium as gym, qmp_envs
->>> sorted(qmp_envs.SUITES)[:2]
-['qmp/MazeLarge10-v0', 'qmp/MultistageReacher-v0']
+>>> env = gym.make("qmp/MultistageReacher-v0")
+>>> env.unwrapped.num_tasks, qmp_envs.SUITES["qmp/MetaWorldMT50-v0"].num_tasks
+(5, 50)
 """
 
 from qmp_envs.evaluation import EvalResult, evaluate_policy
