@@ -76,16 +76,36 @@ def vector_steps_per_second(env_id: str, strategy: str, seconds: float) -> float
 def measure(env_id: str, seconds: float) -> dict:
     kwargs = {"task": 0} if env_id.startswith("qmp/") else {}
     env = gym.make(env_id, **kwargs)
-    unwrapped = env.unwrapped
     sps = env_steps_per_second(env, seconds)
-    raw = raw_mj_steps_per_second(unwrapped.model, unwrapped.frame_skip, seconds)
+    # Meta-World suites hold one Meta-World env per task: time raw MuJoCo on task 0's model.
+    unwrapped = env.unwrapped
+    sim = unwrapped.task_env(0) if hasattr(unwrapped, "task_env") else unwrapped
+    raw = raw_mj_steps_per_second(sim.model, sim.frame_skip, seconds)
     env.close()
     return {
         "sps": sps,
         "raw": raw,
-        "frame_skip": unwrapped.frame_skip,
-        "ratio": sps * unwrapped.frame_skip / raw,
+        "frame_skip": sim.frame_skip,
+        "ratio": sps * sim.frame_skip / raw,
     }
+
+
+def metaworld_reference_sps(seconds: float) -> float:
+    """Meta-World's own reach-v3 env (goal set, no wrappers): what the qmp suite builds on."""
+    import metaworld
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    env = ALL_V3_ENVIRONMENTS["reach-v3"](reward_function_version="v2")
+    env.set_task(metaworld.MT1("reach-v3", seed=0).train_tasks[0])
+    env.reset()
+    actions = np.random.default_rng(0).uniform(-1, 1, (500, 4)).astype(np.float32)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for action in actions:
+            env.step(action)
+        env.reset()
+        steps += len(actions)
+    return steps / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -93,7 +113,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
-    mujoco_ids = [i for i in qmp_envs.SUITES if i != "qmp/PointReach-v0"]
+    # MT50's vector rows build 50 environments twice; add it with --ids when wanted.
+    skip = ("qmp/PointReach-v0", "qmp/MetaWorldMT50-v0")
+    mujoco_ids = [i for i in qmp_envs.SUITES if i not in skip]
     parser.add_argument("--ids", nargs="+", default=mujoco_ids)
     args = parser.parse_args()
     print(
@@ -108,6 +130,11 @@ def main() -> None:
         print(
             f"{env_id:<28} {r['sps']:>12.0f} {r['frame_skip']:>10} {r['raw']:>14.0f}"
             f" {r['ratio']:>7.2f} {verdict}"
+        )
+    if any("MetaWorld" in env_id for env_id in args.ids):
+        reference = metaworld_reference_sps(args.seconds)
+        print(
+            f"{'Meta-World reach-v3 itself':<28} {reference:>12.0f}   (reference for the MT rows)"
         )
     print()
     print(f"{'vector env (one sub-env per task)':<36} {'sync steps/s':>12} {'async steps/s':>14}")
