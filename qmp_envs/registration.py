@@ -30,6 +30,7 @@ SUITES: dict[str, SuiteInfo] = {
         SuiteInfo("qmp/MultistageReacher-v0", "qmp_envs.reacher:MultistageReacherEnv", 5, 200),
         SuiteInfo("qmp/MazeLarge10-v0", "qmp_envs.maze:MazeLargeEnv", 10, 600),
         SuiteInfo("qmp/Walker2dMT4-v0", "qmp_envs.walker:Walker2dMTEnv", 4, 1000),
+        SuiteInfo("qmp/KitchenMTEasy-v0", "qmp_envs.kitchen:KitchenMTEasyEnv", 10, 140),
         SuiteInfo(
             "qmp/MetaWorldMT10-v0",
             "qmp_envs.metaworld_suites:MetaWorldMTEnv",
