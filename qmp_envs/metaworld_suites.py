@@ -60,30 +60,13 @@ def goal_variations(task_name: str, seed: int) -> tuple:
     return tuple(metaworld.MT1(f"{task_name}-v3", seed=seed).train_tasks)
 
 
-class MetaWorldMTEnv(MultiTaskEnv):
-    """Meta-World MT10 or MT50 as one multi-task env.
-
-    Args:
-        benchmark: ``"MT10"`` or ``"MT50"``.
-        seed: seed of the goal variations (the evaluation split uses ``seed + 100``).
-        split: ``"train"`` or ``"eval"``: which goal set the env cycles through.
-        reward_function_version: Meta-World's ``"v2"`` (default, the paper's) or ``"v1"``.
-        tasks: optional subset of task indices this env may use (others raise an error), so a
-            few MT50 tasks can be run without building the rest.
-
-    Each reset takes the next goal variation of the task from a shuffled order, reshuffled
-    after every full pass (drawn from ``np_random``), so 50 episodes visit each variation once.
-
-    >>> import gymnasium as gym, qmp_envs
-    >>> env = gym.make("qmp/MetaWorldMT10-v0", task=0, seed=0)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs.shape, env.unwrapped.task_names[info["task_id"]]
-    ((49,), 'reach')
+class MetaWorldSuiteEnv(MultiTaskEnv):
+    """Shared machinery of the Meta-World suites: one Meta-World env per task, built lazily,
+    a cycled goal variation per reset, and exact pickling. Subclasses say how to build a
+    task's env (:meth:`_make_task_env`) and how to apply a variation (:meth:`_set_variation`).
     """
 
-    feature_dim = 39
     action_dim = 4
-    agent_feature_mask = np.ones(39, dtype=bool)
     min_reward = 0.0
     default_eval_episodes = NUM_VARIATIONS
     has_eval_split = True
@@ -91,7 +74,6 @@ class MetaWorldMTEnv(MultiTaskEnv):
 
     def __init__(
         self,
-        benchmark: str = "MT10",
         seed: int = 0,
         split: str = "train",
         reward_function_version: str = "v2",
@@ -102,9 +84,6 @@ class MetaWorldMTEnv(MultiTaskEnv):
         camera_name: str = "corner",
         **kwargs: Any,
     ):
-        validate_choice("benchmark", benchmark, tuple(BENCHMARKS))
-        self.task_names = list(BENCHMARKS[benchmark])
-        self.benchmark = benchmark
         self.split = validate_choice("split", split, SPLITS)
         self.reward_function_version = validate_choice(
             "reward_function_version", reward_function_version, ("v1", "v2")
@@ -134,11 +113,14 @@ class MetaWorldMTEnv(MultiTaskEnv):
                 f"{self.allowed_tasks}"
             )
         if task_id not in self._envs:
-            from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
-            cls = ALL_V3_ENVIRONMENTS[f"{self.task_names[task_id]}-v3"]
-            self._envs[task_id] = cls(**self._task_env_kwargs())
+            self._envs[task_id] = self._make_task_env(task_id, **self._task_env_kwargs())
         return self._envs[task_id]
+
+    def _make_task_env(self, task_id: int, **kwargs: Any):
+        raise NotImplementedError
+
+    def _set_variation(self, env, task_id: int, variation: int) -> None:
+        raise NotImplementedError
 
     def _task_env_kwargs(self) -> dict:
         return {
@@ -173,7 +155,7 @@ class MetaWorldMTEnv(MultiTaskEnv):
     def _reset_task(self, task_id: int):
         env = self.task_env(task_id)
         variation = self._next_variation(task_id)
-        env.set_task(goal_variations(self.task_names[task_id], self.goal_seed)[variation])
+        self._set_variation(env, task_id, variation)
         obs, _ = env.reset()
         self._env, self._env_task = env, task_id
         return obs, {"variation": variation}
@@ -213,6 +195,45 @@ class MetaWorldMTEnv(MultiTaskEnv):
         self.__dict__.update(state)
         self._envs = {task: _import_env(exported) for task, exported in state["_envs"].items()}
         self._env = None if self._env_task is None else self._envs[self._env_task]
+
+
+class MetaWorldMTEnv(MetaWorldSuiteEnv):
+    """Meta-World MT10 or MT50 as one multi-task env.
+
+    Args:
+        benchmark: ``"MT10"`` or ``"MT50"``.
+        seed: seed of the goal variations (the evaluation split uses ``seed + 100``).
+        split: ``"train"`` or ``"eval"``: which goal set the env cycles through.
+        reward_function_version: Meta-World's ``"v2"`` (default, the paper's) or ``"v1"``.
+        tasks: optional subset of task indices this env may use (others raise an error), so a
+            few MT50 tasks can be run without building the rest.
+
+    Each reset takes the next goal variation of the task from a shuffled order, reshuffled
+    after every full pass (drawn from ``np_random``), so 50 episodes visit each variation once.
+
+    >>> import gymnasium as gym, qmp_envs
+    >>> env = gym.make("qmp/MetaWorldMT10-v0", task=0, seed=0)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, env.unwrapped.task_names[info["task_id"]]
+    ((49,), 'reach')
+    """
+
+    feature_dim = 39
+    agent_feature_mask = np.ones(39, dtype=bool)
+
+    def __init__(self, benchmark: str = "MT10", **kwargs: Any):
+        validate_choice("benchmark", benchmark, tuple(BENCHMARKS))
+        self.task_names = list(BENCHMARKS[benchmark])
+        self.benchmark = benchmark
+        super().__init__(**kwargs)
+
+    def _make_task_env(self, task_id: int, **kwargs: Any):
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        return ALL_V3_ENVIRONMENTS[f"{self.task_names[task_id]}-v3"](**kwargs)
+
+    def _set_variation(self, env, task_id: int, variation: int) -> None:
+        env.set_task(goal_variations(self.task_names[task_id], self.goal_seed)[variation])
 
 
 # Model fields Meta-World's resets write (object and goal placements).

@@ -31,6 +31,7 @@ SUITES: dict[str, SuiteInfo] = {
         SuiteInfo("qmp/MazeLarge10-v0", "qmp_envs.maze:MazeLargeEnv", 10, 600),
         SuiteInfo("qmp/Walker2dMT4-v0", "qmp_envs.walker:Walker2dMTEnv", 4, 1000),
         SuiteInfo("qmp/KitchenMTEasy-v0", "qmp_envs.kitchen:KitchenMTEasyEnv", 10, 140),
+        SuiteInfo("qmp/MetaWorldCDS-v0", "qmp_envs.metaworld_cds:MetaWorldCDSEnv", 4, 500),
         SuiteInfo(
             "qmp/MetaWorldMT10-v0",
             "qmp_envs.metaworld_suites:MetaWorldMTEnv",
