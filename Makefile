@@ -37,4 +37,6 @@ test-all: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/metaworld_build.py
 	$(PY) benchmarks/qswitch_speed.py
+	$(PY) benchmarks/script_speed.py --env-ids qmp/MultistageReacher-v0 qmp/MetaWorldMT10-v0

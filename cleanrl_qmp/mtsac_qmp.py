@@ -21,7 +21,13 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
-from cleanrl_qmp.networks import MultiHeadActor, MultiHeadTwinCritic, soft_update, task_ids_of
+from cleanrl_qmp.networks import (
+    MultiHeadActor,
+    MultiHeadTwinCritic,
+    soft_q_target,
+    soft_update,
+    task_ids_of,
+)
 from qmp_wrappers import QMPReplayBuffer
 
 # The paper re-tuned its parameter-sharing runs; only Reacher's values are known (spec 10.2).
@@ -91,11 +97,15 @@ def main(args: Args) -> Path:
             data = rb.sample(args.batch_size * n)
             task_ids = task_ids_of(data.observations, n)
             alpha = log_alpha.exp().detach()[task_ids].unsqueeze(1)
-            with torch.no_grad():
-                next_actions, next_log_pi, _ = actor.get_action(data.next_observations)
-                qf1_next, qf2_next = qf_target(data.next_observations, next_actions)
-                min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
-                next_q_value = data.rewards + (1 - data.dones) * args.gamma * min_qf_next
+            next_q_value = soft_q_target(
+                actor,
+                qf_target,
+                data.next_observations,
+                data.rewards,
+                data.dones,
+                alpha,
+                args.gamma,
+            )
 
             qf1_values, qf2_values = qf(data.observations, data.actions)
             qf1_loss = F.mse_loss(qf1_values, next_q_value)

@@ -31,6 +31,16 @@ def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor):
     return action, log_prob.sum(-1, keepdim=True), torch.tanh(mean)
 
 
+def soft_q_target(actor, qf_target, next_obs, rewards, dones, alpha, gamma: float) -> torch.Tensor:
+    """SAC's critic target ``r + gamma (1 - d) (min(Q1', Q2')(s', a') - alpha log pi(a'|s'))``
+    with ``a' ~ pi(s')``; ``rewards`` and ``dones`` are shaped like the Q-values."""
+    with torch.no_grad():
+        next_actions, next_log_pi, _ = actor.get_action(next_obs)
+        qf1_next, qf2_next = qf_target(next_obs, next_actions)
+        min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
+        return rewards + (1 - dones) * gamma * min_qf_next
+
+
 def soft_update(source: nn.Module, target: nn.Module, tau: float) -> None:
     """Polyak averaging: ``target <- (1 - tau) * target + tau * source``."""
     with torch.no_grad():

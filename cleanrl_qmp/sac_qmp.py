@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy, plot_demo
-from cleanrl_qmp.networks import build_per_task_sac, soft_update
+from cleanrl_qmp.networks import build_per_task_sac, soft_q_target, soft_update
 
 
 @dataclass
@@ -66,14 +66,15 @@ def main(args: Args) -> Path:
         for _ in range(run.updates_due()):
             data = rb.sample_tasks(args.batch_size)
             alpha = log_alpha.exp().detach()[:, None, None]
-            with torch.no_grad():
-                next_actions, next_log_pi, _ = actor.get_action(data.next_observations)
-                qf1_next, qf2_next = qf_target(data.next_observations, next_actions)
-                min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
-                next_q_value = (
-                    data.rewards.unsqueeze(-1)
-                    + (1 - data.dones.unsqueeze(-1)) * args.gamma * min_qf_next
-                )
+            next_q_value = soft_q_target(
+                actor,
+                qf_target,
+                data.next_observations,
+                data.rewards.unsqueeze(-1),
+                data.dones.unsqueeze(-1),
+                alpha,
+                args.gamma,
+            )
 
             qf1_values, qf2_values = qf(data.observations, data.actions)
             # Sum of per-task mean losses: each task's networks get their own task's gradient.

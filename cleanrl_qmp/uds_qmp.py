@@ -18,7 +18,7 @@ import torch
 import tyro
 
 from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
-from cleanrl_qmp.networks import build_per_task_sac, soft_update
+from cleanrl_qmp.networks import build_per_task_sac, soft_q_target, soft_update
 
 
 @dataclass
@@ -100,11 +100,9 @@ def main(args: Args) -> Path:
                     ).float()
 
             alpha = log_alpha.exp().detach()[:, None, None]
-            with torch.no_grad():
-                next_actions, next_log_pi, _ = actor.get_action(next_observations)
-                qf1_next, qf2_next = qf_target(next_observations, next_actions)
-                min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
-                next_q_value = batch_rewards + (1 - batch_dones) * args.gamma * min_qf_next
+            next_q_value = soft_q_target(
+                actor, qf_target, next_observations, batch_rewards, batch_dones, alpha, args.gamma
+            )
 
             qf1_values, qf2_values = qf(observations, batch_actions)
             qf1_loss = weighted_mean((qf1_values - next_q_value).pow(2), weights).sum()
