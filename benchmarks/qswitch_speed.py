@@ -64,14 +64,17 @@ class LoopActor(nn.Module):
 
     def __init__(self, ensemble: EnsembleActor, k: int):
         super().__init__()
-        linears = [m for m in ensemble.trunk[0] if hasattr(m, "weight")]
-        self.trunk = nn.Sequential(
-            *[layer for lin in linears for layer in (to_linear(lin, k), nn.ReLU())]
-        )
+        *hidden, out = [to_linear(layer, k) for layer in ensemble.net.layers]
+        self.trunk = nn.Sequential(*[layer for lin in hidden for layer in (lin, nn.ReLU())])
+        half = out.out_features // 2  # the ensemble's last layer holds mean, then log-std
         self.fc_mean, self.fc_logstd = (
-            to_linear(ensemble.fc_mean, k),
-            to_linear(ensemble.fc_logstd, k),
+            nn.Linear(out.in_features, half),
+            nn.Linear(out.in_features, half),
         )
+        with torch.no_grad():
+            for head, rows in ((self.fc_mean, slice(0, half)), (self.fc_logstd, slice(half, None))):
+                head.weight.copy_(out.weight[rows])
+                head.bias.copy_(out.bias[rows])
         self.index = ensemble.features.index
 
     def forward(self, obs):
@@ -82,9 +85,10 @@ class LoopActor(nn.Module):
 
 
 class LoopCritic(nn.Module):
-    def __init__(self, ensemble_net: nn.Sequential, k: int, index: torch.Tensor):
+    def __init__(self, ensemble_net, k: int, index: torch.Tensor):
         super().__init__()
-        layers = [to_linear(m, k) if hasattr(m, "weight") else nn.ReLU() for m in ensemble_net]
+        *hidden, out = [to_linear(layer, k) for layer in ensemble_net.layers]
+        layers = [layer for lin in hidden for layer in (lin, nn.ReLU())] + [out]
         self.net, self.index = nn.Sequential(*layers), index
 
     def forward(self, obs, actions):

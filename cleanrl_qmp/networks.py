@@ -63,13 +63,41 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-def ensemble_mlp(num_members: int, sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(EnsembleLinear(num_members, n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+class EnsembleMLP(nn.Module):
+    """``num_members`` independent ReLU MLPs with stacked weights, on ``(members, B, in)``.
+
+    A large call is run a group of members at a time through all layers: one batched
+    activation of members x B x hidden floats falls out of the CPU cache (a ReLU over ten
+    2560 x 256 blocks at once is ~10x slower than over each), while per-member results are
+    unchanged. ``max_rows`` bounds the rows of one group.
+    """
+
+    def __init__(self, num_members: int, sizes: Sequence[int], max_rows: int = 4096):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            EnsembleLinear(num_members, n_in, n_out)
+            for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.num_members, self.max_rows = num_members, max_rows
+
+    def _run(self, x: torch.Tensor, members: slice) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = torch.baddbmm(layer.bias[members], x, layer.weight[members])
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, rows = x.shape[0], x.shape[1]
+        group = max(1, self.max_rows // max(rows, 1))
+        if group >= members:
+            return self._run(x, slice(None))
+        chunks = [
+            self._run(x[start : start + group], slice(start, start + group))
+            for start in range(0, members, group)
+        ]
+        return torch.cat(chunks, dim=0)
 
 
 def forward_by_task(
@@ -134,16 +162,12 @@ class EnsembleActor(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
-        self.trunk = nn.Sequential(
-            ensemble_mlp(num_tasks, [features.num_features, *hidden]), nn.ReLU()
-        )
-        self.fc_mean = EnsembleLinear(num_tasks, hidden[-1], action_dim)
-        self.fc_logstd = EnsembleLinear(num_tasks, hidden[-1], action_dim)
+        # One output layer for mean and log-std (columns :A and A:).
+        self.net = EnsembleMLP(num_tasks, [features.num_features, *hidden, 2 * action_dim])
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(self.features(obs))
-        log_std = self.fc_logstd(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return self.fc_mean(h), log_std
+        mean, log_std = self.net(self.features(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def get_action(self, obs: torch.Tensor):
         """Sampled action, its log-probability and the deterministic action ``tanh(mean)``."""
@@ -182,7 +206,7 @@ class TwinCritic(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
-        self.net = ensemble_mlp(2 * num_tasks, [features.num_features + action_dim, *hidden, 1])
+        self.net = EnsembleMLP(2 * num_tasks, [features.num_features + action_dim, *hidden, 1])
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Task-major ``(N, B, D)`` and ``(N, B, A)`` to ``(q1, q2)``, each ``(N, B, 1)``."""

@@ -11,6 +11,7 @@ import qmp_envs
 from cleanrl_qmp.networks import (
     EnsembleActor,
     EnsembleLinear,
+    EnsembleMLP,
     TaskFeatures,
     TwinCritic,
     forward_by_task,
@@ -104,6 +105,20 @@ def test_ensemble_linear_equals_separate_layers():
     for k in range(3):
         reference = nn.functional.linear(x[k], layer.weight[k].T, layer.bias[k, 0])
         torch.testing.assert_close(layer(x)[k], reference)
+
+
+def test_ensemble_mlp_groups_large_calls_without_changing_results():
+    torch.manual_seed(0)
+    whole = EnsembleMLP(5, [3, 8, 2], max_rows=10_000)
+    grouped = EnsembleMLP(5, [3, 8, 2], max_rows=7)  # 4 rows a member: groups of one member
+    grouped.load_state_dict(whole.state_dict())
+    x = torch.randn(5, 4, 3)
+    out_whole, out_grouped = whole(x), grouped(x)
+    torch.testing.assert_close(out_grouped, out_whole)
+    out_whole.square().sum().backward()
+    out_grouped.square().sum().backward()
+    for a, b in zip(whole.parameters(), grouped.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad)
 
 
 def test_forward_by_task_answers_each_row_with_its_member():
