@@ -131,8 +131,13 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
         if resume_step is None:
+            # A fresh run in an existing folder (the demo's, or a reused --run-dir) replaces the
+            # previous run's logs rather than mixing with them.
+            stale = [self.csv_path, self.run_dir / "selection.jsonl"]
+            stale += list(self.run_dir.glob("events.out.tfevents.*"))
+            for path in stale:
+                path.unlink(missing_ok=True)
             (self.run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2, default=str))
-            self.csv_path.unlink(missing_ok=True)
         elif self.csv_path.exists():
             with self.csv_path.open() as f:
                 rows = [row for row in csv.DictReader(f) if int(row["global_step"]) <= resume_step]

@@ -126,6 +126,15 @@ def test_cli_exposes_qmp_switch_and_resume(name):
     assert "--qmp" in out.stdout and "--no-qmp" in out.stdout and "--resume" in out.stdout
 
 
+def test_a_fresh_run_in_a_used_folder_replaces_its_logs(tmp_path):
+    run_dir = tmp_path / "reused"
+    for _ in range(2):
+        sac_qmp.main(tiny_args(run_dir, total_timesteps=300, checkpoint_every=0))
+    assert len((run_dir / "selection.jsonl").read_text().splitlines()) == 1
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert [int(r["global_step"]) for r in read_metrics(run_dir)] == [300]
+
+
 def test_unknown_env_without_hyperparameters_is_a_clear_error():
     with pytest.raises(ValueError, match="no preset"):
         sac_qmp.main(sac_qmp.Args(env_id="Pendulum-v1", progress=False))
