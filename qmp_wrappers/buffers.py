@@ -55,9 +55,12 @@ class QMPReplayBuffer(ReplayBuffer):
 
     def __init__(self, *args, store_scaled_actions: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.store_scaled_actions = store_scaled_actions
         if store_scaled_actions and not isinstance(self.action_space, spaces.Box):
             raise TypeError("store_scaled_actions needs a Box action space")
+        # A space already [-1, 1] needs no rescaling, and skipping it keeps actions bit-exact.
+        self.store_scaled_actions = store_scaled_actions and not (
+            np.all(self.action_space.low == -1) and np.all(self.action_space.high == 1)
+        )
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         action = executed_actions(infos, self.n_envs).astype(self.actions.dtype)

@@ -1,0 +1,47 @@
+"""The examples run, and the third-party agent stores the actions QMP executed."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unmodified_sb3_sac_stores_the_executed_actions():
+    example = load("sb3_sac_qmp")
+    env, model = example.make_agent("qmp/MultistageReacher-v0", seed=0, learning_starts=100)
+    executed, proposed = [], []
+    original_step = type(env).step
+
+    def recording_step(self, action):
+        out = original_step(self, action)
+        proposed.append(np.array(action))
+        executed.append(out[4]["qmp_action"].copy())
+        return out
+
+    type(env).step = recording_step
+    try:
+        model.learn(total_timesteps=300)
+    finally:
+        type(env).step = original_step
+    stored = model.replay_buffer.actions[: model.replay_buffer.pos, 0]
+    np.testing.assert_array_equal(stored, np.array(executed))
+    assert not np.array_equal(np.array(executed), np.array(proposed))  # QMP switched
+    counts = env.selection_counts
+    assert counts.sum() == 300 and (counts.sum(axis=0) > 0).sum() > 1
+
+
+def test_bring_your_own_agent_example():
+    example = load("custom_agent")
+    envs, stored = example.run(steps=50)
+    assert len(stored) == 50 and stored[0][1].shape == (10, 2)
+    matrix = envs.selection_matrix()
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
