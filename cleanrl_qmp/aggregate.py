@@ -1,0 +1,113 @@
+"""Aggregate runs across seeds into a results table (CSV and Markdown).
+
+    python -m cleanrl_qmp.aggregate runs/* --out results/summary [--last 3]
+
+Runs are grouped by (environment, script, QMP on/off). Per group: the number of seeds, the
+final mean success (the mean of each run's last ``--last`` evaluations, then the IQM over runs,
+with a 95% stratified-bootstrap CI over runs x tasks), env steps until the IQM curve first
+reaches 0.5 and 0.8 mean success, and the normalised area under the IQM curve. Per-task final
+success (IQM over runs) goes to a second CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cleanrl_qmp.plot import load_run
+from cleanrl_qmp.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
+
+
+def task_columns(run_dir: Path) -> tuple[list[str], np.ndarray]:
+    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array."""
+    with (Path(run_dir) / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    names = [k.split("/", 2)[2] for k in rows[0] if k.startswith("eval/success/")]
+    table = np.array([[float(r[f"eval/success/{n}"]) for n in names] for r in rows])
+    return names, table
+
+
+def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dict]]:
+    groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for run_dir in run_dirs:
+        run = load_run(run_dir, "eval/success_mean")
+        groups[(run["env_id"], run["label"])].append(run_dir)
+    summary, per_task = [], []
+    for (env_id, label), dirs in sorted(groups.items()):
+        runs = [load_run(d, "eval/success_mean") for d in dirs]
+        steps = sorted(set.intersection(*(set(r["steps"].tolist()) for r in runs)))
+        curves = np.array(
+            [[r["values"][r["steps"].tolist().index(s)] for s in steps] for r in runs]
+        )
+        task_names, _ = task_columns(dirs[0])
+        finals = np.array([task_columns(d)[1][-last:].mean(axis=0) for d in dirs])  # (runs, tasks)
+        low, high = stratified_bootstrap_ci(finals)
+        curve = iqm(curves)
+        summary.append(
+            {
+                "env_id": env_id,
+                "method": label,
+                "seeds": len(dirs),
+                "final_env_steps": steps[-1],
+                f"final_success_iqm_last{last}": round(float(iqm(finals.mean(axis=1))), 4),
+                "ci95_low": round(low, 4),
+                "ci95_high": round(high, 4),
+                "steps_to_0.5": steps_to_threshold(np.array(steps), curve, 0.5),
+                "steps_to_0.8": steps_to_threshold(np.array(steps), curve, 0.8),
+                "auc_normalized": round(normalized_auc(np.array(steps), curve), 4),
+            }
+        )
+        for name, values in zip(task_names, finals.T, strict=True):
+            per_task.append(
+                {
+                    "env_id": env_id,
+                    "method": label,
+                    "task": name,
+                    "final_success_iqm": round(float(iqm(values)), 4),
+                }
+            )
+    return summary, per_task
+
+
+def write_outputs(summary: list[dict], per_task: list[dict], out: Path) -> list[Path]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for rows, suffix in ((summary, ".csv"), (per_task, "_per_task.csv")):
+        path = out.with_name(out.name + suffix)
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        paths.append(path)
+    md = out.with_name(out.name + ".md")
+    columns = list(summary[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in summary]
+    md.write_text("\n".join(lines) + "\n")
+    return [*paths, md]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/summary"), help="output path prefix"
+    )
+    parser.add_argument(
+        "--last", type=int, default=3, help="evaluations averaged for the final score"
+    )
+    args = parser.parse_args()
+    summary, per_task = summarize(args.run_dirs, args.last)
+    for path in write_outputs(summary, per_task, args.out):
+        print(path)
+    print((args.out.with_name(args.out.name + ".md")).read_text())
+
+
+if __name__ == "__main__":
+    main()
