@@ -248,6 +248,8 @@ class BaseArgs:
     """softmax temperature when --qmp-mixture softmax"""
     qmp_hold_steps: int = 1
     """keep the selected policy this many steps (1: switch every step, the paper's H = 1)"""
+    qmp_helpers: tuple[str, ...] = ()
+    """fixed helper policies added to every task's candidates (PointReach: up, right, ...)"""
 
     # Evaluation, logging, checkpoints.
     eval_every: int | None = None
@@ -344,6 +346,7 @@ class TrainingRun:
             mixture=args.qmp_mixture,
             temperature=args.qmp_temperature,
             hold_steps=args.qmp_hold_steps,
+            extra_policies=qmp_envs.helper_policies(list(args.qmp_helpers), seed=args.seed),
             seed=args.seed,
         )
         n = self.envs.num_tasks

@@ -111,7 +111,7 @@ class KitchenMTEasyEnv(MujocoMultiTaskEnv):
         self.goal_vector_mode = resolve_flag(
             "goal_vector", goal_vector, compat, "official", "correct", ("official", "correct")
         )
-        super().__init__(mujoco.MjModel.from_xml_path(str(kitchen_model_path())), **kwargs)
+        super().__init__(self._build_model(), **kwargs)
         model = self.model
         self._fingers = (model.body("panda0_leftfinger").id, model.body("panda0_rightfinger").id)
         self._end_effector = model.site("end_effector").id
@@ -119,6 +119,10 @@ class KitchenMTEasyEnv(MujocoMultiTaskEnv):
         self._goal_vectors = [self._build_goal_vector(k) for k in range(len(KITCHEN_TASKS))]
         self._noisy_qpos = np.zeros(30)
         self._hand_margin = self._goal_margin = 0.0
+
+    def _build_model(self) -> mujoco.MjModel:
+        # The kitchen's meshes make a pickled MjModel ~130 MB: checkpoints rebuild it instead.
+        return mujoco.MjModel.from_xml_path(str(kitchen_model_path()))
 
     def _build_goal_vector(self, task_id: int) -> np.ndarray:
         _, indices, _, goal, _, _ = KITCHEN_TASKS[task_id]

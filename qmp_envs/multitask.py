@@ -267,13 +267,51 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
             self._renderer.close()
             self._renderer = None
 
+    #: Model fields an env may edit at run time (kept by state-only pickling).
+    _MUTABLE_MODEL_FIELDS = (
+        "body_pos",
+        "body_quat",
+        "site_pos",
+        "site_quat",
+        "geom_pos",
+        "geom_quat",
+    )
+
+    def _build_model(self) -> mujoco.MjModel | None:
+        """Rebuild this env's model from its source, or None to pickle MjModel and MjData whole.
+
+        Envs with large models (meshes) return it, so checkpoints keep only MuJoCo's integration
+        state and the editable model fields instead of the whole model and data.
+        """
+        return None
+
     def __getstate__(self):
         # OpenGL contexts cannot be pickled; a renderer is rebuilt lazily after unpickling.
         state = self.__dict__.copy()
         state["_renderer"] = None
         del state["_warning_counts"]  # a view into MjData: rebuilt from it after unpickling
+        if self._build_model() is not None:
+            model, data = state.pop("model"), state.pop("_data")
+            sim_state = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
+            mujoco.mj_getState(model, data, sim_state, mujoco.mjtState.mjSTATE_INTEGRATION)
+            state["_sim_state"] = sim_state
+            state["_model_fields"] = {
+                f: getattr(model, f).copy() for f in self._MUTABLE_MODEL_FIELDS
+            }
         return state
 
     def __setstate__(self, state):
+        sim_state = state.pop("_sim_state", None)
+        model_fields = state.pop("_model_fields", None)
         self.__dict__.update(state)
+        if sim_state is not None:
+            self.model = self._build_model()
+            for name, values in model_fields.items():
+                getattr(self.model, name)[:] = values
+            data = mujoco.MjData(self.model)
+            kind = mujoco.mjtState.mjSTATE_INTEGRATION
+            mujoco.mj_setState(self.model, data, sim_state, kind)
+            mujoco.mj_forward(self.model, data)  # derived quantities
+            mujoco.mj_setState(self.model, data, sim_state, kind)  # keep the warm start
+            state["_data"] = data
         self.data = state["_data"]

@@ -45,3 +45,21 @@ def test_bring_your_own_agent_example():
     assert len(stored) == 50 and stored[0][1].shape == (10, 2)
     matrix = envs.selection_matrix()
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_pointreach_figure_command(tmp_path, monkeypatch):
+    import sys
+
+    from cleanrl_qmp import pointreach_figure
+
+    out = tmp_path / "pointreach"
+    monkeypatch.setattr(
+        sys, "argv", ["pointreach_figure", "--out", str(out), "--total-timesteps", "400"]
+    )
+    pointreach_figure.main()
+    assert (out / "pointreach.png").stat().st_size > 10_000
+    rows = (out / "pointreach.csv").read_text().splitlines()
+    assert len(rows) == 4 and "executed/up-right" in rows[0]
+    episodes = pointreach_figure.collected_episodes(out / "run_up_right_up-right")
+    assert sum(len(e) - 1 for e in episodes) == 400  # every collected step, split into episodes
+    assert all(np.all((e >= 0) & (e <= 10)) for e in episodes)
