@@ -33,9 +33,13 @@ def bootstrap_ci(
     n = values.shape[0]
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(num_resamples, n))
-    stats = np.stack([statistic(values[i], axis=0) for i in idx])
+    return percentile_interval(np.stack([statistic(values[i], axis=0) for i in idx]), confidence)
+
+
+def percentile_interval(resampled: np.ndarray, confidence: float):
+    """The central ``confidence`` interval of bootstrap statistics (axis 0)."""
     alpha = (1.0 - confidence) / 2.0
-    return np.quantile(stats, alpha, axis=0), np.quantile(stats, 1.0 - alpha, axis=0)
+    return np.quantile(resampled, alpha, axis=0), np.quantile(resampled, 1.0 - alpha, axis=0)
 
 
 def stratified_bootstrap_ci(
@@ -57,9 +61,10 @@ def stratified_bootstrap_ci(
     runs, tasks = scores.shape
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, runs, size=(num_resamples, runs, tasks))
-    stats = np.array([statistic(scores[r, np.arange(tasks)]) for r in rows])
-    alpha = (1.0 - confidence) / 2.0
-    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1.0 - alpha))
+    low, high = percentile_interval(
+        np.array([statistic(scores[r, np.arange(tasks)]) for r in rows]), confidence
+    )
+    return float(low), float(high)
 
 
 def steps_to_threshold(steps: np.ndarray, curve: np.ndarray, threshold: float) -> float:
