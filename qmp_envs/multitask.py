@@ -202,7 +202,7 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
     ):
         super().__init__(task=task, task_schedule=task_schedule, render_mode=render_mode)
         self.model = model
-        self.data = mujoco.MjData(model)
+        self.bind_data(mujoco.MjData(model))
         self.init_qpos = self.data.qpos.copy()
         self.init_qvel = self.data.qvel.copy()
         self.width, self.height, self.camera = int(width), int(height), camera
@@ -240,13 +240,9 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         qpos, qvel = self.data.qpos, self.data.qvel
         return not math.isfinite(qpos.dot(qpos) + qvel.dot(qvel))
 
-    @property
-    def data(self) -> mujoco.MjData:
-        return self._data
-
-    @data.setter
-    def data(self, data: mujoco.MjData) -> None:
-        self._data = data
+    def bind_data(self, data: mujoco.MjData) -> None:
+        """Use ``data`` as this env's MjData (a plain attribute: it is read on every step)."""
+        self.data = data
         # A live view of MjData's warning counters, read twice per step (hot path).
         self._warning_counts = data.warning.number
 
@@ -291,7 +287,7 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         state["_renderer"] = None
         del state["_warning_counts"]  # a view into MjData: rebuilt from it after unpickling
         if self._build_model() is not None:
-            model, data = state.pop("model"), state.pop("_data")
+            model, data = state.pop("model"), state.pop("data")
             sim_state = np.empty(mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_INTEGRATION))
             mujoco.mj_getState(model, data, sim_state, mujoco.mjtState.mjSTATE_INTEGRATION)
             state["_sim_state"] = sim_state
@@ -313,5 +309,5 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
             mujoco.mj_setState(self.model, data, sim_state, kind)
             mujoco.mj_forward(self.model, data)  # derived quantities
             mujoco.mj_setState(self.model, data, sim_state, kind)  # keep the warm start
-            state["_data"] = data
-        self.data = state["_data"]
+            state["data"] = data
+        self.bind_data(state["data"])

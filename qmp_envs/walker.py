@@ -111,7 +111,8 @@ class Walker2dMTEnv(MujocoMultiTaskEnv):
         mujoco.mj_resetData(model, data)
         if model is not self.model:
             self.close()  # the renderer is bound to the previous model
-            self.model, self.data = model, data
+            self.model = model
+            self.bind_data(data)
             self._bind_model()
 
     def _features(self) -> np.ndarray:
