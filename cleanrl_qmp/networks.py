@@ -59,8 +59,9 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """``x`` holds the inputs of ``members`` (all by default), stacked on axis 0."""
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
 
 
 class EnsembleMLP(nn.Module):
@@ -83,7 +84,7 @@ class EnsembleMLP(nn.Module):
     def _run(self, x: torch.Tensor, members: slice) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = torch.baddbmm(layer.bias[members], x, layer.weight[members])
+            x = layer(x, members)
             if i < last:
                 x = torch.relu(x)
         return x
