@@ -262,6 +262,8 @@ class BaseArgs:
     """write training losses every this many environment steps"""
     checkpoint_every: int = 0
     """save a checkpoint every this many environment steps (0: only at the end)"""
+    keep_checkpoints: int = 0
+    """keep only this many newest checkpoints of the run, deleting older ones (0: keep all)"""
     resume: str | None = None
     """a checkpoint to resume from; the run continues in the checkpoint's run folder"""
     progress: bool = True
@@ -562,6 +564,11 @@ class TrainingRun:
                 "last_eval_step": self.last_eval_step,
             },
         )
+        if self.args.keep_checkpoints > 0:
+            # Long runs checkpoint often; older files are only needed for forensics.
+            saved = sorted(path.parent.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+            for old in saved[: -self.args.keep_checkpoints]:
+                old.unlink()
         return path
 
     def finish(self, eval_policy: Callable, state: Callable[[], dict]) -> Path:

@@ -1,0 +1,173 @@
+"""Run (and resume) the README's result experiments, then write their tables and plots.
+
+    python -m cleanrl_qmp.reproduce reacher --jobs 2      # 4 methods x 5 seeds x 300k steps
+    python -m cleanrl_qmp.reproduce mt10 --jobs 2         # sac_qmp +-QMP, 1 seed, 200k steps
+    python -m cleanrl_qmp.reproduce reacher --report-only # tables and plots from what exists
+
+Every run lives in ``results/<experiment>/<method>/seed_<k>``. The command is idempotent: a
+finished run (its final checkpoint exists) is skipped, an interrupted one resumes from its
+newest checkpoint, so the experiments can be carried across sessions or machines. Runs start
+seed by seed, so an interrupted campaign still holds complete method comparisons for the first
+seeds. Each run uses one CPU thread; ``--jobs`` runs that many side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Method:
+    """One curve of an experiment: a training script and its flags."""
+
+    name: str
+    script: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    env_id: str
+    total_timesteps: int
+    seeds: tuple[int, ...]
+    methods: tuple[Method, ...]
+    checkpoint_every: int
+    common_flags: tuple[str, ...] = field(default=())
+
+
+EXPERIMENTS = {
+    # The paper's Figure 4 pairs on Multistage Reacher, at the budget 2 CPU cores allow.
+    "reacher": Experiment(
+        env_id="qmp/MultistageReacher-v0",
+        total_timesteps=300_000,
+        seeds=(1, 2, 3, 4, 5),
+        methods=(
+            Method("no_sharing_qmp", "sac_qmp.py", ("--qmp",)),
+            Method("no_sharing", "sac_qmp.py", ("--no-qmp",)),
+            Method("parameter_sharing_qmp", "mtsac_qmp.py", ("--qmp",)),
+            Method("parameter_sharing", "mtsac_qmp.py", ("--no-qmp",)),
+        ),
+        checkpoint_every=20_000,
+    ),
+    # A pipeline check on Meta-World MT10: the paper's run is 50M steps. Evaluations use 10 of
+    # the 50 eval-split goals per task, every 40k steps, to keep a curve affordable.
+    "mt10": Experiment(
+        env_id="qmp/MetaWorldMT10-v0",
+        total_timesteps=200_000,
+        seeds=(1,),
+        methods=(
+            Method("no_sharing_qmp", "sac_qmp.py", ("--qmp",)),
+            Method("no_sharing", "sac_qmp.py", ("--no-qmp",)),
+        ),
+        checkpoint_every=20_000,
+        common_flags=("--eval-every", "40000", "--eval-episodes", "10"),
+    ),
+}
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    saved = sorted((run_dir / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    return saved[-1] if saved else None
+
+
+def run_command(experiment: Experiment, method: Method, seed: int, run_dir: Path) -> list[str]:
+    """The training command for one run: a fresh start, or a resume from its newest checkpoint."""
+    script = [sys.executable, str(SCRIPTS_DIR / method.script)]
+    checkpoint = newest_checkpoint(run_dir)
+    if checkpoint is not None:
+        return [*script, "--resume", str(checkpoint), "--no-progress"]
+    return [
+        *script,
+        "--env-id", experiment.env_id,
+        "--seed", str(seed),
+        "--total-timesteps", str(experiment.total_timesteps),
+        "--checkpoint-every", str(experiment.checkpoint_every),
+        "--keep-checkpoints", "1",
+        "--run-dir", str(run_dir),
+        "--no-progress",
+        *method.flags,
+        *experiment.common_flags,
+    ]  # fmt: skip
+
+
+def is_finished(experiment: Experiment, run_dir: Path) -> bool:
+    checkpoint = newest_checkpoint(run_dir)
+    return checkpoint is not None and int(checkpoint.stem[5:]) >= experiment.total_timesteps
+
+
+def launch(command: list[str], log_path: Path) -> int:
+    # One thread per run: side-by-side runs on a small machine would otherwise oversubscribe it.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def run_all(name: str, root: Path, jobs: int) -> list[str]:
+    """Run every unfinished run of an experiment; returns the failures' descriptions."""
+    experiment = EXPERIMENTS[name]
+    pending = [
+        (method, seed, root / name / method.name / f"seed_{seed}")
+        for seed in experiment.seeds
+        for method in experiment.methods
+    ]
+    pending = [p for p in pending if not is_finished(experiment, p[2])]
+    print(f"{name}: {len(pending)} runs to do, {jobs} at a time", flush=True)
+
+    def one(item: tuple[Method, int, Path]) -> str | None:
+        method, seed, run_dir = item
+        start = time.perf_counter()
+        command = run_command(experiment, method, seed, run_dir)
+        code = launch(command, run_dir / "train.log")
+        minutes = (time.perf_counter() - start) / 60
+        status = "done" if code == 0 else f"FAILED (exit {code}, see {run_dir / 'train.log'})"
+        print(f"{method.name} seed {seed}: {status} in {minutes:.1f} min", flush=True)
+        return None if code == 0 else f"{method.name} seed {seed}"
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return [f for f in pool.map(one, pending) if f is not None]
+
+
+def report(name: str, root: Path) -> None:
+    """Aggregate table, per-task table, learning curves and selection heatmaps."""
+    from cleanrl_qmp.aggregate import summarize, write_outputs
+    from cleanrl_qmp.plot import plot_runs
+
+    out = root / name
+    run_dirs = sorted(p.parent for p in out.glob("*/seed_*/metrics.csv"))
+    if not run_dirs:
+        print(f"{name}: no evaluated runs under {out} yet")
+        return
+    summary, per_task = summarize(run_dirs)
+    for path in [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]:
+        print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--root", type=Path, default=Path("results"), help="results folder")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    parser.add_argument("--report-only", action="store_true", help="skip training")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    failures = [] if args.report_only else run_all(args.experiment, args.root, args.jobs)
+    report(args.experiment, args.root)
+    if failures:
+        sys.exit(f"failed runs: {', '.join(failures)}")
+
+
+if __name__ == "__main__":
+    main()
