@@ -4,7 +4,8 @@
 
 Runs are grouped by (environment, script, QMP on/off); each group's curve is the interquartile
 mean over its seeds with a 95% bootstrap band. Writes ``learning_curves.png`` and, for QMP runs,
-``selection_<group>.png`` (rows: task being collected; columns: policy executed).
+``selection_<group>.png`` (rows: task being collected; columns: policy executed) and
+``selection_over_time_<group>.png`` (one panel per task, one line per policy).
 """
 
 from __future__ import annotations
@@ -98,36 +99,75 @@ def plot_runs(
     plt.close(fig)
     written.append(path)
 
-    by_group: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
-    names: dict[tuple[str, str], list[str]] = {}
+    by_group: dict[tuple[str, str], list[list[dict]]] = defaultdict(list)
     for run in runs:
         if run["qmp"] and run["selection"]:
-            key = (run["env_id"], run["label"])
-            by_group[key].extend(np.array(r["matrix"]) for r in run["selection"])
-            names[key] = run["selection"][-1]["names"]
-    for (env, label), matrices in by_group.items():
-        matrix = np.mean(matrices, axis=0)
-        cols = names[(env, label)]
-        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.6 * len(matrix)))
-        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
-        ax.set_yticks(range(len(matrix)), cols[: len(matrix)])
-        ax.set_xlabel("policy executed")
-        ax.set_ylabel("task collected")
-        ax.set_title(f"QMP selection\n{env}")
-        for i in range(matrix.shape[0]):
-            for j in range(matrix.shape[1]):
-                ax.text(
-                    j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7
-                )
-        fig.colorbar(image, ax=ax)
-        fig.tight_layout()
+            by_group[(run["env_id"], run["label"])].append(run["selection"])
+    for (env, label), histories in by_group.items():
         slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
-        path = out_dir / f"selection_{slug}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(plot_selection_heatmap(histories, env, out_dir / f"selection_{slug}.png"))
+        written.append(
+            plot_selection_over_time(histories, env, out_dir / f"selection_over_time_{slug}.png")
+        )
     return written
+
+
+def plot_selection_heatmap(histories: list[list[dict]], env: str, path: Path) -> Path:
+    """Mean selection matrix over every logged interval of every seed."""
+    matrix = np.mean([np.array(r["matrix"]) for history in histories for r in history], axis=0)
+    cols = histories[0][-1]["names"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.6 * len(matrix)))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(matrix)), cols[: len(matrix)])
+    ax.set_xlabel("policy executed")
+    ax.set_ylabel("task collected")
+    ax.set_title(f"QMP selection ({len(histories)} seeds)\n{env}")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_selection_over_time(histories: list[list[dict]], env: str, path: Path) -> Path:
+    """One panel per task: how often each policy was executed for it, per logged interval.
+
+    Lines are the mean over seeds at the steps all seeds logged. This shows whether sharing
+    fades as a task's own policy improves, and which policies a task avoids.
+    """
+    steps = sorted(set.intersection(*({r["global_step"] for r in h} for h in histories)))
+    # (seeds, intervals, tasks, candidates)
+    stacked = np.array(
+        [[np.array(r["matrix"]) for r in h if r["global_step"] in steps] for h in histories]
+    )
+    mean = stacked.mean(axis=0)
+    names = histories[0][-1]["names"]
+    n_tasks = mean.shape[1]
+    cols = min(n_tasks, 5)
+    rows = -(-n_tasks // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for task, ax in enumerate(axes.flat):
+        if task >= n_tasks:
+            ax.axis("off")
+            continue
+        for j, name in enumerate(names):
+            own = j == task
+            ax.plot(steps, mean[:, task, j], label=name, lw=2.2 if own else 1.0)
+        ax.set_title(f"collecting {names[task]}", fontsize=8)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel("environment steps", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].set_ylabel("fraction executed")
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(f"QMP selection over training ({len(histories)} seeds; thick: own policy)\n{env}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:

@@ -114,7 +114,9 @@ def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
     assert not ckpt["envs"].enabled and ckpt["args"].qmp is False
     written = plot_runs([run_dir, baseline], tmp_path / "plots")
     names = sorted(p.name for p in written)
-    assert "learning_curves.png" in names and any(n.startswith("selection_") for n in names)
+    assert "learning_curves.png" in names
+    assert any(n.startswith("selection_over_time_") for n in names)
+    assert any(n.startswith("selection_qmp") for n in names)
     assert all(p.stat().st_size > 5000 for p in written)
 
 
@@ -170,3 +172,30 @@ def test_dnc_pairwise_kl():
         for param in actor.parameters():
             param.copy_(param[:1].expand_as(param))
     assert torch.allclose(dnc_sac.pairwise_policy_kl(actor, obs), torch.zeros(3), atol=1e-6)
+
+
+def test_selection_over_time_uses_the_steps_every_seed_logged(tmp_path, monkeypatch):
+    import cleanrl_qmp.plot as plot_module
+
+    names = ["a", "b", "helper"]  # 2 tasks, 3 candidates (a fixed helper policy)
+
+    def record(step, value):
+        return {"global_step": step, "names": names, "matrix": [[value, 0, 1 - value]] * 2}
+
+    histories = [
+        [record(10, 0.2), record(20, 0.4), record(30, 0.6)],
+        [record(10, 0.4), record(20, 0.8)],  # a seed that has not reached step 30 yet
+    ]
+    plotted = {}
+    original_plot = plot_module.plt.Axes.plot
+
+    def spy(ax, x, y, *args, label=None, **kwargs):
+        plotted.setdefault(label, []).append((list(x), list(y)))
+        return original_plot(ax, x, y, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(plot_module.plt.Axes, "plot", spy)
+    path = plot_module.plot_selection_over_time(histories, "env", tmp_path / "sel.png")
+    assert path.stat().st_size > 5000
+    steps, task0_own = plotted["a"][0]
+    assert steps == [10, 20] and np.allclose(task0_own, [0.3, 0.6])
+    assert np.allclose(plotted["helper"][0][1], [0.7, 0.4])
