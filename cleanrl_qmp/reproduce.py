@@ -2,6 +2,7 @@
 
     python -m cleanrl_qmp.reproduce reacher --jobs 2      # 4 methods x 5 seeds x 300k steps
     python -m cleanrl_qmp.reproduce mt10 --jobs 2         # sac_qmp +-QMP, 1 seed, 200k steps
+    python -m cleanrl_qmp.reproduce reacher --seeds 1 2   # only those seeds, then the report
     python -m cleanrl_qmp.reproduce reacher --report-only # tables and plots from what exists
 
 Every run lives in ``results/<experiment>/<method>/seed_<k>``. The command is idempotent: a
@@ -114,12 +115,16 @@ def launch(command: list[str], log_path: Path) -> int:
         return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
 
-def run_all(name: str, root: Path, jobs: int) -> list[str]:
-    """Run every unfinished run of an experiment; returns the failures' descriptions."""
+def run_all(name: str, root: Path, jobs: int, seeds: list[int] | None = None) -> list[str]:
+    """Run every unfinished run of an experiment (or of some of its seeds); returns failures."""
     experiment = EXPERIMENTS[name]
+    unknown = sorted(set(seeds or ()) - set(experiment.seeds))
+    if unknown:
+        raise ValueError(f"{name} has seeds {list(experiment.seeds)}, not {unknown}")
     pending = [
         (method, seed, root / name / method.name / f"seed_{seed}")
         for seed in experiment.seeds
+        if seeds is None or seed in seeds
         for method in experiment.methods
     ]
     pending = [p for p in pending if not is_finished(experiment, p[2])]
@@ -159,11 +164,15 @@ def main() -> None:
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--root", type=Path, default=Path("results"), help="results folder")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these of the experiment's seeds")
     parser.add_argument("--report-only", action="store_true", help="skip training")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    failures = [] if args.report_only else run_all(args.experiment, args.root, args.jobs)
+    if args.report_only:
+        failures = []
+    else:
+        failures = run_all(args.experiment, args.root, args.jobs, args.seeds)
     report(args.experiment, args.root)
     if failures:
         sys.exit(f"failed runs: {', '.join(failures)}")

@@ -75,3 +75,9 @@ def test_a_failing_run_is_reported_not_hidden(tiny_experiment, tmp_path, monkeyp
     failures = reproduce.run_all("tiny", tmp_path, jobs=1)
     assert failures == ["with_qmp seed 1", "without_qmp seed 1"]
     assert "not-a-number" in (tmp_path / "tiny" / "with_qmp" / "seed_1" / "train.log").read_text()
+
+
+def test_seed_selection_is_checked_against_the_experiment(tiny_experiment, tmp_path):
+    with pytest.raises(ValueError, match=r"seeds \[1\], not \[7\]"):
+        reproduce.run_all("tiny", tmp_path, jobs=1, seeds=[1, 7])
+    assert not (tmp_path / "tiny").exists()
