@@ -3,8 +3,9 @@
     python -m cleanrl_qmp.aggregate runs/* --out results/summary [--last 3]
 
 Runs are grouped by (environment, script, QMP on/off). Per group: the number of seeds, the
-final mean success (the mean of each run's last ``--last`` evaluations, then the IQM over runs,
-with a 95% stratified-bootstrap CI over runs x tasks), env steps until the IQM curve first
+final mean success (each run's last ``--last`` evaluations averaged, then over tasks, then the
+IQM over runs, with a 95% stratified-bootstrap CI of that same statistic: seeds resampled
+within each task), env steps until the IQM curve first
 reaches 0.5 and 0.8 mean success, and the normalised area under the IQM curve. Per-task final
 success (IQM over runs) goes to a second CSV.
 """
@@ -31,6 +32,11 @@ def task_columns(run_dir: Path) -> tuple[list[str], np.ndarray]:
     return names, table
 
 
+def mean_over_tasks_iqm(scores: np.ndarray) -> float:
+    """IQM over runs of each run's mean score over tasks, for a ``(runs, tasks)`` matrix."""
+    return float(iqm(scores.mean(axis=1)))
+
+
 def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dict]]:
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for run_dir in run_dirs:
@@ -45,7 +51,9 @@ def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dic
         )
         task_names, _ = task_columns(dirs[0])
         finals = np.array([task_columns(d)[1][-last:].mean(axis=0) for d in dirs])  # (runs, tasks)
-        low, high = stratified_bootstrap_ci(finals)
+        # The CI is for the reported statistic (IQM over seeds of each run's mean over tasks),
+        # resampling seeds within each task.
+        low, high = stratified_bootstrap_ci(finals, statistic=mean_over_tasks_iqm)
         curve = iqm(curves)
         summary.append(
             {
@@ -53,7 +61,7 @@ def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dic
                 "method": label,
                 "seeds": len(dirs),
                 "final_env_steps": steps[-1],
-                f"final_success_iqm_last{last}": round(float(iqm(finals.mean(axis=1))), 4),
+                f"final_success_iqm_last{last}": round(mean_over_tasks_iqm(finals), 4),
                 "ci95_low": round(low, 4),
                 "ci95_high": round(high, 4),
                 "steps_to_0.5": steps_to_threshold(np.array(steps), curve, 0.5),

@@ -11,7 +11,7 @@ from cleanrl_qmp.stats import iqm, normalized_auc, stratified_bootstrap_ci
 
 
 def fake_run(root, name, qmp, success_by_step):
-    """A run folder as the scripts write it: args.json and metrics.csv with two tasks."""
+    """A run folder as the scripts write it: args.json and metrics.csv, one column per task."""
     run = root / name
     run.mkdir()
     (run / "args.json").write_text(
@@ -19,9 +19,10 @@ def fake_run(root, name, qmp, success_by_step):
     )
     with (run / "metrics.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["global_step", "eval/success_mean", "eval/success/a", "eval/success/b"])
-        for step, (a, b) in success_by_step:
-            writer.writerow([step, (a + b) / 2, a, b])
+        tasks = "abcdefgh"[: len(success_by_step[0][1])]
+        writer.writerow(["global_step", "eval/success_mean", *(f"eval/success/{t}" for t in tasks)])
+        for step, per_task in success_by_step:
+            writer.writerow([step, float(np.mean(per_task)), *per_task])
     return run
 
 
@@ -74,3 +75,12 @@ def test_summary_groups_seeds_and_computes_the_metrics(tmp_path):
     assert "| sac_qmp + QMP |" in (tmp_path / "out" / "summary.md").read_text().replace(
         "| qmp/Fake-v0 ", ""
     )
+
+
+def test_the_interval_is_for_the_reported_statistic(tmp_path):
+    # One seed solving 3 of 4 tasks: mean success 0.75. An IQM over the run x task scores would
+    # trim the failed task away (1.0); the table's number and its CI must both say 0.75.
+    run = fake_run(tmp_path, "one", True, [(100, (1.0, 1.0, 1.0, 0.0))])
+    (row,), _ = summarize([run], last=1)
+    assert row["final_success_iqm_last1"] == pytest.approx(0.75)
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((0.75, 0.75))
