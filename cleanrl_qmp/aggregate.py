@@ -7,7 +7,7 @@ final mean success (each run's last ``--last`` evaluations averaged, then over t
 IQM over runs, with a 95% stratified-bootstrap CI of that same statistic: seeds resampled
 within each task), env steps until the IQM curve first
 reaches 0.5 and 0.8 mean success, and the normalised area under the IQM curve. Per-task final
-success (IQM over runs) goes to a second CSV.
+success (IQM over runs) goes to a second CSV and Markdown table.
 """
 
 from __future__ import annotations
@@ -92,11 +92,26 @@ def write_outputs(summary: list[dict], per_task: list[dict], out: Path) -> list[
             writer.writerows(rows)
         paths.append(path)
     md = out.with_name(out.name + ".md")
-    columns = list(summary[0])
+    md.write_text(markdown_table(list(summary[0]), [list(row.values()) for row in summary]))
+    # Per-task finals as one row per method, one column per task: the README's layout.
+    tasks = list(dict.fromkeys(row["task"] for row in per_task))
+    wide: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for row in per_task:
+        wide[(row["env_id"], row["method"])][row["task"]] = row["final_success_iqm"]
+    per_task_md = out.with_name(out.name + "_per_task.md")
+    per_task_md.write_text(
+        markdown_table(
+            ["env_id", "method", *tasks],
+            [[*key, *(values.get(t, "") for t in tasks)] for key, values in wide.items()],
+        )
+    )
+    return [*paths, md, per_task_md]
+
+
+def markdown_table(columns: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in summary]
-    md.write_text("\n".join(lines) + "\n")
-    return [*paths, md]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
     python -m cleanrl_qmp.reproduce reacher --jobs 2      # 4 methods x 5 seeds x 300k steps
     python -m cleanrl_qmp.reproduce mt10 --jobs 2         # sac_qmp +-QMP, 1 seed, 200k steps
     python -m cleanrl_qmp.reproduce reacher --seeds 1 2   # only those seeds, then the report
-    python -m cleanrl_qmp.reproduce reacher --report-only # tables and plots from what exists
+    python -m cleanrl_qmp.reproduce reacher --report-only --readme README.md
+                                                          # tables, plots, README's copies
 
 Every run lives in ``results/<experiment>/<method>/seed_<k>``. The command is idempotent: a
 finished run (its final checkpoint exists) is skipped, an interrupted one resumes from its
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -159,6 +161,29 @@ def report(name: str, root: Path) -> None:
         print(f"wrote {path}")
 
 
+COPY_BLOCK = re.compile(r"(<!-- copied from (\S+) -->\n)(.*?)(<!-- end of copy -->)", re.S)
+
+
+def refresh_readme_copies(readme: Path) -> list[str]:
+    """Replace every ``<!-- copied from PATH -->`` block of ``readme`` by PATH's current text.
+
+    PATH is relative to the README's folder. Returns the paths copied; a missing file is an
+    error rather than a stale table.
+    """
+    text = readme.read_text()
+    copied = []
+
+    def fill(match: re.Match) -> str:
+        source = readme.parent / match.group(2)
+        if not source.is_file():
+            raise FileNotFoundError(f"{readme} copies {match.group(2)}, which does not exist")
+        copied.append(match.group(2))
+        return match.group(1) + source.read_text() + match.group(4)
+
+    readme.write_text(COPY_BLOCK.sub(fill, text))
+    return copied
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
@@ -166,6 +191,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the experiment's seeds")
     parser.add_argument("--report-only", action="store_true", help="skip training")
+    parser.add_argument(
+        "--readme", type=Path, help="refresh this README's tables copied from results/ files"
+    )
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -174,6 +202,9 @@ def main() -> None:
     else:
         failures = run_all(args.experiment, args.root, args.jobs, args.seeds)
     report(args.experiment, args.root)
+    if args.readme is not None:
+        for path in refresh_readme_copies(args.readme):
+            print(f"{args.readme}: refreshed the copy of {path}")
     if failures:
         sys.exit(f"failed runs: {', '.join(failures)}")
 

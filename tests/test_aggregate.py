@@ -71,7 +71,15 @@ def test_summary_groups_seeds_and_computes_the_metrics(tmp_path):
         ("sac_qmp (no QMP)", "b"),
     }
     paths = write_outputs(summary, per_task, tmp_path / "out" / "summary")
-    assert [p.name for p in paths] == ["summary.csv", "summary_per_task.csv", "summary.md"]
+    assert [p.name for p in paths] == [
+        "summary.csv",
+        "summary_per_task.csv",
+        "summary.md",
+        "summary_per_task.md",
+    ]
+    per_task_md = (tmp_path / "out" / "summary_per_task.md").read_text().splitlines()
+    assert per_task_md[0] == "| env_id | method | a | b |"
+    assert "| qmp/Fake-v0 | sac_qmp + QMP | 0.95 | 0.85 |" in per_task_md
     assert "| sac_qmp + QMP |" in (tmp_path / "out" / "summary.md").read_text().replace(
         "| qmp/Fake-v0 ", ""
     )

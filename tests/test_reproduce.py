@@ -81,3 +81,20 @@ def test_seed_selection_is_checked_against_the_experiment(tiny_experiment, tmp_p
     with pytest.raises(ValueError, match=r"seeds \[1\], not \[7\]"):
         reproduce.run_all("tiny", tmp_path, jobs=1, seeds=[1, 7])
     assert not (tmp_path / "tiny").exists()
+
+
+def test_readme_copies_are_refreshed_from_their_files(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("| new |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- copied from results/table.md -->\n| old |\n| rows |\n"
+        "<!-- end of copy -->\nend\n"
+    )
+    assert reproduce.refresh_readme_copies(readme) == ["results/table.md"]
+    assert readme.read_text() == (
+        "intro\n<!-- copied from results/table.md -->\n| new |\n<!-- end of copy -->\nend\n"
+    )
+    readme.write_text("<!-- copied from results/gone.md -->\n<!-- end of copy -->\n")
+    with pytest.raises(FileNotFoundError, match="gone.md"):
+        reproduce.refresh_readme_copies(readme)
