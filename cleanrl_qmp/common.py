@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -116,6 +118,44 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
+PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
+
+
+def provenance(start_step: int) -> dict:
+    """What produced a run segment: the code's git commit (and whether the checkout had
+    uncommitted changes), Python, the key packages' versions and the torch thread count."""
+    from importlib import metadata
+
+    def git(*command: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *command],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "from_step": start_step,
+        "git_commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": None if status is None else bool(status),
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": versions,
+    }
+
+
 class RunLogger:
     """TensorBoard (CleanRL's metric names) plus ``metrics.csv`` in the run folder.
 
@@ -130,10 +170,11 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
+        self.provenance_path = self.run_dir / "provenance.jsonl"
         if resume_step is None:
             # A fresh run in an existing folder (the demo's, or a reused --run-dir) replaces the
             # previous run's logs rather than mixing with them.
-            stale = [self.csv_path, self.run_dir / "selection.jsonl"]
+            stale = [self.csv_path, self.run_dir / "selection.jsonl", self.provenance_path]
             stale += list(self.run_dir.glob("events.out.tfevents.*"))
             for path in stale:
                 path.unlink(missing_ok=True)
@@ -142,6 +183,9 @@ class RunLogger:
             with self.csv_path.open() as f:
                 rows = [row for row in csv.DictReader(f) if int(row["global_step"]) <= resume_step]
             self._write_rows(rows)
+        # One line per segment (the start and every resume), so a result can name its code.
+        with self.provenance_path.open("a") as f:
+            f.write(json.dumps(provenance(resume_step or 0)) + "\n")
         self.writer = SummaryWriter(str(self.run_dir))
         if resume_step is None:
             table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())

@@ -1,6 +1,7 @@
 """Every training script end to end: train, evaluate, checkpoint, resume, plot."""
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,11 @@ def test_resumed_run_reproduces_the_uninterrupted_run(trained, tmp_path):
         for name, tensor in a[key].items():
             torch.testing.assert_close(b[key][name], tensor, rtol=0, atol=0)
     assert torch.equal(a["log_alpha"], b["log_alpha"])
+    segments = [json.loads(line) for line in (copy / "provenance.jsonl").read_text().splitlines()]
+    assert [s["from_step"] for s in segments] == [0, 300]
+    assert all(s["packages"]["torch"].startswith(torch.__version__[:4]) for s in segments)
+    # The tests run from this project's git checkout, so the code's commit is recorded.
+    assert all(len(s["git_commit"] or "") == 40 for s in segments)
 
 
 def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
