@@ -5,7 +5,8 @@
 Runs are grouped by (environment, script, QMP on/off); each group's curve is the interquartile
 mean over its seeds with a 95% bootstrap band. Writes ``learning_curves.png`` and, for QMP runs,
 ``selection_<group>.png`` (rows: task being collected; columns: policy executed) and
-``selection_over_time_<group>.png`` (one panel per task, one line per policy).
+``selection_over_time_<group>.png`` (one panel per task, one line per policy) and
+``selection_<group>.md`` (the shares as a table, with the own policy's early and late share).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def plot_runs(
     for (env, label), histories in by_group.items():
         slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
         written.append(plot_selection_heatmap(histories, env, out_dir / f"selection_{slug}.png"))
+        table = out_dir / f"selection_{slug}.md"
+        table.write_text(selection_table(histories))
+        written.append(table)
         written.append(
             plot_selection_over_time(histories, env, out_dir / f"selection_over_time_{slug}.png")
         )
@@ -131,6 +135,29 @@ def plot_selection_heatmap(histories: list[list[dict]], env: str, path: Path) ->
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def selection_table(histories: list[list[dict]]) -> str:
+    """Markdown: per task collected, the share of each executed policy over all of training,
+    then the own policy's share in the first and last third of the logged intervals."""
+    names = histories[0][-1]["names"]
+    steps = sorted(set.intersection(*({r["global_step"] for r in h} for h in histories)))
+    stacked = np.array(
+        [[np.array(r["matrix"]) for r in h if r["global_step"] in steps] for h in histories]
+    ).mean(axis=0)  # (intervals, tasks, candidates), mean over seeds
+    third = max(1, len(steps) // 3)
+    early, late = stacked[:third].mean(axis=0), stacked[-third:].mean(axis=0)
+    overall = stacked.mean(axis=0)
+    header = ["task collected \\ policy executed", *names, "own: first third", "own: last third"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for task in range(overall.shape[0]):
+        cells = [f"{v:.3f}" for v in overall[task]]
+        cells += [f"{early[task, task]:.3f}", f"{late[task, task]:.3f}"]
+        lines.append(f"| {names[task]} | " + " | ".join(cells) + " |")
+    return (
+        f"Executed-policy shares, mean over {len(histories)} seed(s) and the {len(steps)} logged "
+        f"intervals up to step {steps[-1]}.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def plot_selection_over_time(histories: list[list[dict]], env: str, path: Path) -> Path:

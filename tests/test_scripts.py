@@ -123,7 +123,8 @@ def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
     assert "learning_curves.png" in names
     assert any(n.startswith("selection_over_time_") for n in names)
     assert any(n.startswith("selection_qmp") for n in names)
-    assert all(p.stat().st_size > 5000 for p in written)
+    assert all(p.stat().st_size > 5000 for p in written if p.suffix == ".png")
+    assert any(n.startswith("selection_qmp") and n.endswith(".md") for n in names)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -205,3 +206,8 @@ def test_selection_over_time_uses_the_steps_every_seed_logged(tmp_path, monkeypa
     steps, task0_own = plotted["a"][0]
     assert steps == [10, 20] and np.allclose(task0_own, [0.3, 0.6])
     assert np.allclose(plotted["helper"][0][1], [0.7, 0.4])
+
+    table = plot_module.selection_table(histories).splitlines()
+    assert table[0].startswith("Executed-policy shares, mean over 2 seed(s) and the 2 logged")
+    # task a: own share 0.45 overall (0.3 then 0.6), helper 0.55; first third 0.3, last 0.6
+    assert table[4] == "| a | 0.450 | 0.000 | 0.550 | 0.300 | 0.600 |"
