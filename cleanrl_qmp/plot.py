@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 
 from cleanrl_qmp.stats import bootstrap_ci, iqm  # noqa: E402
 
+DEFAULT_METRIC = "eval/success_mean"
+
 
 def load_run(run_dir: Path, metric: str) -> dict:
     run_dir = Path(run_dir)
@@ -72,8 +74,12 @@ def group_curves(runs: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def plot_runs(
-    run_dirs: list[str | Path], out_dir: str | Path, metric: str = "eval/success_mean"
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    metric: str = DEFAULT_METRIC,
+    selection: bool = True,
 ) -> list[Path]:
+    """Learning curves of ``metric``; with ``selection``, also the QMP selection outputs."""
     runs = [load_run(Path(d), metric) for d in run_dirs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,14 +101,16 @@ def plot_runs(
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = out_dir / "learning_curves.png"
+    # The default metric keeps the plain name; others are named after their column.
+    suffix = "" if metric == DEFAULT_METRIC else "_" + metric.replace("eval/", "").replace("/", "_")
+    path = out_dir / f"learning_curves{suffix}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
 
     by_group: dict[tuple[str, str], list[list[dict]]] = defaultdict(list)
     for run in runs:
-        if run["qmp"] and run["selection"]:
+        if selection and run["qmp"] and run["selection"]:
             by_group[(run["env_id"], run["label"])].append(run["selection"])
     for (env, label), histories in by_group.items():
         slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
@@ -203,7 +211,7 @@ def main() -> None:
     )
     parser.add_argument("run_dirs", nargs="+", help="run folders holding args.json and metrics.csv")
     parser.add_argument("--out", default="plots", help="output folder for the PNGs")
-    parser.add_argument("--metric", default="eval/success_mean", help="CSV column to plot")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="CSV column to plot")
     args = parser.parse_args()
     for path in plot_runs(args.run_dirs, args.out, args.metric):
         print(path)

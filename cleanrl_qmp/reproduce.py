@@ -157,7 +157,9 @@ def report(name: str, root: Path) -> None:
         print(f"{name}: no evaluated runs under {out} yet")
         return
     summary, per_task = summarize(run_dirs)
-    for path in [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]:
+    written = [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]
+    written += plot_runs(run_dirs, out, "eval/return_mean", selection=False)
+    for path in written:
         print(f"wrote {path}")
 
 

@@ -66,7 +66,8 @@ def test_runs_side_by_side_skips_finished_runs_and_reports(tiny_experiment, tmp_
         rows = list(csv.DictReader(f))
     assert sorted(r["method"] for r in rows) == ["sac_qmp (no QMP)", "sac_qmp + QMP"]
     assert all(r["seeds"] == "1" and r["final_env_steps"] == "400" for r in rows)
-    assert list((tmp_path / "tiny").glob("*.png"))
+    pngs = sorted(p.name for p in (tmp_path / "tiny").glob("*.png"))
+    assert "learning_curves.png" in pngs and "learning_curves_return_mean.png" in pngs
 
 
 def test_a_failing_run_is_reported_not_hidden(tiny_experiment, tmp_path, monkeypatch):
