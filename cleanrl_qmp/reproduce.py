@@ -147,14 +147,19 @@ def run_all(name: str, root: Path, jobs: int, seeds: list[int] | None = None) ->
 
 
 def report(name: str, root: Path) -> None:
-    """Aggregate table, per-task table, learning curves and selection heatmaps."""
+    """Aggregate table, per-task table, learning curves and selection outputs of the finished
+    runs."""
     from cleanrl_qmp.aggregate import summarize, write_outputs
     from cleanrl_qmp.plot import plot_runs
 
     out = root / name
-    run_dirs = sorted(p.parent for p in out.glob("*/seed_*/metrics.csv"))
+    started = sorted(p.parent for p in out.glob("*/seed_*/metrics.csv"))
+    # Only finished runs: a partial run would cut every curve of its method to its length.
+    run_dirs = [d for d in started if is_finished(EXPERIMENTS[name], d)]
+    if len(run_dirs) < len(started):
+        print(f"{name}: {len(started) - len(run_dirs)} unfinished runs left out of the report")
     if not run_dirs:
-        print(f"{name}: no evaluated runs under {out} yet")
+        print(f"{name}: no finished runs under {out} yet")
         return
     summary, per_task = summarize(run_dirs)
     written = [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]

@@ -61,7 +61,13 @@ def test_runs_side_by_side_skips_finished_runs_and_reports(tiny_experiment, tmp_
     assert reproduce.run_all("tiny", tmp_path, jobs=2) == []
     assert "0 runs to do" in capsys.readouterr().out
 
+    # An unfinished run (no final checkpoint yet) stays out of the report.
+    partial = tmp_path / "tiny" / "with_qmp" / "seed_2"
+    partial.mkdir(parents=True)
+    for name in ("metrics.csv", "args.json"):
+        (partial / name).write_text((tmp_path / "tiny" / "with_qmp" / "seed_1" / name).read_text())
     reproduce.report("tiny", tmp_path)
+    assert "1 unfinished runs left out" in capsys.readouterr().out
     with (tmp_path / "tiny" / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["method"] for r in rows) == ["sac_qmp (no QMP)", "sac_qmp + QMP"]
