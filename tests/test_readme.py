@@ -25,3 +25,14 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
     assert "make demo" in text and "make test" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_readme_result_tables_are_the_committed_outputs():
+    """Every table the README copies from results/ is byte for byte the file a command wrote."""
+    text = README.read_text()
+    copies = re.findall(r"<!-- copied from (\S+) -->\n(.*?)<!-- end of copy -->", text, re.S)
+    assert copies, "the README copies no result table"
+    for relative_path, block in copies:
+        source = README.parent / relative_path
+        assert source.is_file(), f"README copies {relative_path}, which does not exist"
+        assert block == source.read_text(), f"README's copy of {relative_path} is stale"
