@@ -145,14 +145,19 @@ def plot_selection_heatmap(histories: list[list[dict]], env: str, path: Path) ->
     return path
 
 
+def selection_by_interval(histories: list[list[dict]]) -> tuple[list[int], np.ndarray]:
+    """The steps every seed logged, and the selection matrices at those steps averaged over
+    seeds: an ``(intervals, tasks, candidates)`` array."""
+    steps = sorted(set.intersection(*({r["global_step"] for r in h} for h in histories)))
+    per_seed = [[np.array(r["matrix"]) for r in h if r["global_step"] in steps] for h in histories]
+    return steps, np.array(per_seed).mean(axis=0)
+
+
 def selection_table(histories: list[list[dict]]) -> str:
     """Markdown: per task collected, the share of each executed policy over all of training,
     then the own policy's share in the first and last third of the logged intervals."""
     names = histories[0][-1]["names"]
-    steps = sorted(set.intersection(*({r["global_step"] for r in h} for h in histories)))
-    stacked = np.array(
-        [[np.array(r["matrix"]) for r in h if r["global_step"] in steps] for h in histories]
-    ).mean(axis=0)  # (intervals, tasks, candidates), mean over seeds
+    steps, stacked = selection_by_interval(histories)
     third = max(1, len(steps) // 3)
     early, late = stacked[:third].mean(axis=0), stacked[-third:].mean(axis=0)
     overall = stacked.mean(axis=0)
@@ -174,12 +179,7 @@ def plot_selection_over_time(histories: list[list[dict]], env: str, path: Path) 
     Lines are the mean over seeds at the steps all seeds logged. This shows whether sharing
     fades as a task's own policy improves, and which policies a task avoids.
     """
-    steps = sorted(set.intersection(*({r["global_step"] for r in h} for h in histories)))
-    # (seeds, intervals, tasks, candidates)
-    stacked = np.array(
-        [[np.array(r["matrix"]) for r in h if r["global_step"] in steps] for h in histories]
-    )
-    mean = stacked.mean(axis=0)
+    steps, mean = selection_by_interval(histories)
     names = histories[0][-1]["names"]
     n_tasks = mean.shape[1]
     cols = min(n_tasks, 5)
