@@ -16,6 +16,7 @@ seeds. Each run uses one CPU thread; ``--jobs`` runs that many side by side.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -103,8 +104,15 @@ def run_command(experiment: Experiment, method: Method, seed: int, run_dir: Path
 
 
 def is_finished(experiment: Experiment, run_dir: Path) -> bool:
+    """A run is finished when its final checkpoint exists or, in a clone where checkpoints
+    are not committed, when its ``timing.json`` (written at the end) says so."""
     checkpoint = newest_checkpoint(run_dir)
-    return checkpoint is not None and int(checkpoint.stem[5:]) >= experiment.total_timesteps
+    if checkpoint is not None and int(checkpoint.stem[5:]) >= experiment.total_timesteps:
+        return True
+    timing = run_dir / "timing.json"
+    return timing.is_file() and (
+        json.loads(timing.read_text())["env_steps"] >= experiment.total_timesteps
+    )
 
 
 def launch(command: list[str], log_path: Path) -> int:

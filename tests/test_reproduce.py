@@ -1,6 +1,7 @@
 """The results driver: fresh starts, resumes, skipping finished runs, and the report."""
 
 import csv
+import shutil
 
 import pytest
 
@@ -58,6 +59,11 @@ def test_runs_side_by_side_skips_finished_runs_and_reports(tiny_experiment, tmp_
             assert [int(r["global_step"]) for r in csv.DictReader(f)] == [200, 400]
 
     capsys.readouterr()
+    assert reproduce.run_all("tiny", tmp_path, jobs=2) == []
+    assert "0 runs to do" in capsys.readouterr().out
+    # A clone holds the committed results without their (ignored) checkpoints: still finished.
+    for checkpoints in (tmp_path / "tiny").glob("*/seed_1/checkpoints"):
+        shutil.rmtree(checkpoints)
     assert reproduce.run_all("tiny", tmp_path, jobs=2) == []
     assert "0 runs to do" in capsys.readouterr().out
 
