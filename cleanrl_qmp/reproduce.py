@@ -10,7 +10,9 @@ Every run lives in ``results/<experiment>/<method>/seed_<k>``. The command is id
 finished run (its final checkpoint exists) is skipped, an interrupted one resumes from its
 newest checkpoint, so the experiments can be carried across sessions or machines. Runs start
 seed by seed, so an interrupted campaign still holds complete method comparisons for the first
-seeds. Each run uses one CPU thread; ``--jobs`` runs that many side by side.
+seeds. Each run uses one CPU thread (``--threads-per-run`` for more); ``--jobs`` runs that many
+side by side. ``--seeds`` and ``--methods`` split a campaign across machines: each machine runs
+its share, and the finished run folders are copied into one ``results/`` for the report.
 """
 
 from __future__ import annotations
@@ -115,9 +117,14 @@ def is_finished(experiment: Experiment, run_dir: Path) -> bool:
     )
 
 
-def launch(command: list[str], log_path: Path) -> int:
-    # One thread per run: side-by-side runs on a small machine would otherwise oversubscribe it.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
+def launch(command: list[str], log_path: Path, threads: int = 1) -> int:
+    # A fixed thread count per run: side-by-side runs would otherwise oversubscribe the machine.
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MUJOCO_GL": "egl",
+    }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
@@ -125,17 +132,30 @@ def launch(command: list[str], log_path: Path) -> int:
         return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
 
-def run_all(name: str, root: Path, jobs: int, seeds: list[int] | None = None) -> list[str]:
-    """Run every unfinished run of an experiment (or of some of its seeds); returns failures."""
+def run_all(
+    name: str,
+    root: Path,
+    jobs: int,
+    seeds: list[int] | None = None,
+    methods: list[str] | None = None,
+    threads_per_run: int = 1,
+) -> list[str]:
+    """Run every unfinished run of an experiment (or of some of its seeds and methods);
+    returns the failed runs."""
     experiment = EXPERIMENTS[name]
     unknown = sorted(set(seeds or ()) - set(experiment.seeds))
     if unknown:
         raise ValueError(f"{name} has seeds {list(experiment.seeds)}, not {unknown}")
+    method_names = [m.name for m in experiment.methods]
+    unknown_methods = sorted(set(methods or ()) - set(method_names))
+    if unknown_methods:
+        raise ValueError(f"{name} has methods {method_names}, not {unknown_methods}")
     pending = [
         (method, seed, root / name / method.name / f"seed_{seed}")
         for seed in experiment.seeds
         if seeds is None or seed in seeds
         for method in experiment.methods
+        if methods is None or method.name in methods
     ]
     pending = [p for p in pending if not is_finished(experiment, p[2])]
     print(f"{name}: {len(pending)} runs to do, {jobs} at a time", flush=True)
@@ -144,7 +164,7 @@ def run_all(name: str, root: Path, jobs: int, seeds: list[int] | None = None) ->
         method, seed, run_dir = item
         start = time.perf_counter()
         command = run_command(experiment, method, seed, run_dir)
-        code = launch(command, run_dir / "train.log")
+        code = launch(command, run_dir / "train.log", threads_per_run)
         minutes = (time.perf_counter() - start) / 60
         status = "done" if code == 0 else f"FAILED (exit {code}, see {run_dir / 'train.log'})"
         print(f"{method.name} seed {seed}: {status} in {minutes:.1f} min", flush=True)
@@ -203,8 +223,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
     parser.add_argument("--root", type=Path, default=Path("results"), help="results folder")
-    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    parser.add_argument("--threads-per-run", type=int, default=1, help="CPU threads of each run")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the experiment's seeds")
+    parser.add_argument("--methods", nargs="+", help="only these of the experiment's methods")
     parser.add_argument("--report-only", action="store_true", help="skip training")
     parser.add_argument(
         "--readme", type=Path, help="refresh this README's tables copied from results/ files"
@@ -212,10 +234,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads_per_run < 1:
+        parser.error(f"--threads-per-run must be at least 1, got {args.threads_per_run}")
     if args.report_only:
         failures = []
     else:
-        failures = run_all(args.experiment, args.root, args.jobs, args.seeds)
+        try:
+            failures = run_all(
+                args.experiment,
+                args.root,
+                args.jobs,
+                args.seeds,
+                args.methods,
+                args.threads_per_run,
+            )
+        except ValueError as error:
+            parser.error(str(error))
     report(args.experiment, args.root)
     if args.readme is not None:
         for path in refresh_readme_copies(args.readme):

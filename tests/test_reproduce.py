@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import sys
 
 import pytest
 
@@ -93,7 +94,25 @@ def test_a_failing_run_is_reported_not_hidden(tiny_experiment, tmp_path, monkeyp
 def test_seed_selection_is_checked_against_the_experiment(tiny_experiment, tmp_path):
     with pytest.raises(ValueError, match=r"seeds \[1\], not \[7\]"):
         reproduce.run_all("tiny", tmp_path, jobs=1, seeds=[1, 7])
+    with pytest.raises(ValueError, match=r"not \['qmp'\]"):
+        reproduce.run_all("tiny", tmp_path, jobs=1, methods=["with_qmp", "qmp"])
     assert not (tmp_path / "tiny").exists()
+
+
+def test_a_method_subset_runs_only_those_methods(tiny_experiment, tmp_path, monkeypatch):
+    # A flag the script rejects makes each run fail at once: enough to see which ones started.
+    broken = Experiment(**{**TINY.__dict__, "common_flags": ("--batch-size", "not-a-number")})
+    monkeypatch.setitem(reproduce.EXPERIMENTS, "tiny", broken)
+    failures = reproduce.run_all("tiny", tmp_path, jobs=1, methods=["without_qmp"])
+    assert failures == ["without_qmp seed 1"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["without_qmp"]
+
+
+def test_each_run_gets_the_asked_thread_count(tmp_path):
+    log = tmp_path / "train.log"
+    code = "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"
+    assert reproduce.launch([sys.executable, "-c", code], log, threads=3) == 0
+    assert log.read_text().splitlines()[-1] == "3 3"
 
 
 def test_readme_copies_are_refreshed_from_their_files(tmp_path):
