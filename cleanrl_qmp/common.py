@@ -121,6 +121,17 @@ def load_checkpoint(path: str | Path) -> dict:
 PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(start_step: int) -> dict:
     """What produced a run segment: the code's git commit (and whether the checkout had
     uncommitted changes), Python, the key packages' versions and the torch thread count."""
@@ -151,6 +162,8 @@ def provenance(start_step: int) -> dict:
         "git_commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": None if status is None else bool(status),
         "python": platform.python_version(),
+        # Float results differ across processors: say which one produced this segment.
+        "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "packages": versions,
     }

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
-from cleanrl_qmp.common import load_checkpoint
+from cleanrl_qmp.common import cpu_model, load_checkpoint
 from cleanrl_qmp.plot import plot_runs
 from qmp_wrappers.behavior import QMPVectorBehaviorWrapper
 
@@ -110,6 +110,7 @@ def test_resumed_run_reproduces_the_uninterrupted_run(trained, tmp_path):
     assert all(s["packages"]["torch"].startswith(torch.__version__[:4]) for s in segments)
     # The tests run from this project's git checkout, so the code's commit is recorded.
     assert all(len(s["git_commit"] or "") == 40 for s in segments)
+    assert all(s["cpu"] == cpu_model() != "" for s in segments)
 
 
 def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
