@@ -119,11 +119,12 @@ def is_finished(experiment: Experiment, run_dir: Path) -> bool:
 
 def launch(command: list[str], log_path: Path, threads: int = 1) -> int:
     # A fixed thread count per run: side-by-side runs would otherwise oversubscribe the machine.
+    # Headless rendering for the demo GIFs, unless the caller chose a backend (or "disable").
     env = {
+        "MUJOCO_GL": "egl",
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
-        "MUJOCO_GL": "egl",
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
