@@ -110,6 +110,16 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def checkpoint_step(path: Path) -> int:
+    """The environment step of a checkpoint file named ``step_<N>.pt``."""
+    return int(path.stem.removeprefix("step_"))
+
+
+def saved_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """A run's checkpoint files, oldest first (by step, not by name: step_400 < step_1000)."""
+    return sorted(Path(checkpoint_dir).glob("step_*.pt"), key=checkpoint_step)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -623,8 +633,7 @@ class TrainingRun:
         )
         if self.args.keep_checkpoints > 0:
             # Long runs checkpoint often; older files are only needed for forensics.
-            saved = sorted(path.parent.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
-            for old in saved[: -self.args.keep_checkpoints]:
+            for old in saved_checkpoints(path.parent)[: -self.args.keep_checkpoints]:
                 old.unlink()
         return path
 

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cleanrl_qmp import sac_qmp  # noqa: E402
-from cleanrl_qmp.common import load_checkpoint  # noqa: E402
+from cleanrl_qmp.common import load_checkpoint, saved_checkpoints  # noqa: E402
 from qmp_envs.point_reach import ARENA_SIZE, GOAL, GOAL_RADIUS  # noqa: E402
 
 PANELS = [
@@ -34,9 +34,7 @@ PANELS = [
 
 def collected_episodes(run_dir: Path) -> list[np.ndarray]:
     """Positions of every episode in the final replay buffer, in collection order."""
-    checkpoint = sorted((run_dir / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))[
-        -1
-    ]
+    checkpoint = saved_checkpoints(run_dir / "checkpoints")[-1]
     rb = load_checkpoint(checkpoint)["rb"]
     stored = rb.num_transitions()
     obs = rb.observations[:stored, 0, :2] * ARENA_SIZE

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cleanrl_qmp.common import checkpoint_step, saved_checkpoints
+
 SCRIPTS_DIR = Path(__file__).resolve().parent
 
 
@@ -81,7 +83,7 @@ EXPERIMENTS = {
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    saved = sorted((run_dir / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+    saved = saved_checkpoints(run_dir / "checkpoints")
     return saved[-1] if saved else None
 
 
@@ -109,7 +111,7 @@ def is_finished(experiment: Experiment, run_dir: Path) -> bool:
     """A run is finished when its final checkpoint exists or, in a clone where checkpoints
     are not committed, when its ``timing.json`` (written at the end) says so."""
     checkpoint = newest_checkpoint(run_dir)
-    if checkpoint is not None and int(checkpoint.stem[5:]) >= experiment.total_timesteps:
+    if checkpoint is not None and checkpoint_step(checkpoint) >= experiment.total_timesteps:
         return True
     timing = run_dir / "timing.json"
     return timing.is_file() and (
@@ -133,6 +135,12 @@ def launch(command: list[str], log_path: Path, threads: int = 1) -> int:
         return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
 
+def check_subset(experiment: str, kind: str, chosen: list | None, available: list) -> None:
+    unknown = sorted(set(chosen or ()) - set(available))
+    if unknown:
+        raise ValueError(f"{experiment} has {kind} {available}, not {unknown}")
+
+
 def run_all(
     name: str,
     root: Path,
@@ -144,13 +152,8 @@ def run_all(
     """Run every unfinished run of an experiment (or of some of its seeds and methods);
     returns the failed runs."""
     experiment = EXPERIMENTS[name]
-    unknown = sorted(set(seeds or ()) - set(experiment.seeds))
-    if unknown:
-        raise ValueError(f"{name} has seeds {list(experiment.seeds)}, not {unknown}")
-    method_names = [m.name for m in experiment.methods]
-    unknown_methods = sorted(set(methods or ()) - set(method_names))
-    if unknown_methods:
-        raise ValueError(f"{name} has methods {method_names}, not {unknown_methods}")
+    check_subset(name, "seeds", seeds, list(experiment.seeds))
+    check_subset(name, "methods", methods, [m.name for m in experiment.methods])
     pending = [
         (method, seed, root / name / method.name / f"seed_{seed}")
         for seed in experiment.seeds

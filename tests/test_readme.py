@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from cleanrl_qmp.reproduce import COPY_BLOCK
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -30,7 +32,7 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
 def test_readme_result_tables_are_the_committed_outputs():
     """Every table the README copies from results/ is byte for byte the file a command wrote."""
     text = README.read_text()
-    copies = re.findall(r"<!-- copied from (\S+) -->\n(.*?)<!-- end of copy -->", text, re.S)
+    copies = [(m.group(2), m.group(3)) for m in COPY_BLOCK.finditer(text)]
     assert copies, "the README copies no result table"
     for relative_path, block in copies:
         source = README.parent / relative_path
