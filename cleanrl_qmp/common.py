@@ -110,8 +110,13 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def checkpoint_path(checkpoint_dir: Path, step: int) -> Path:
+    """Where a run's checkpoint at environment ``step`` lives: ``step_<N>.pt``."""
+    return Path(checkpoint_dir) / f"step_{step}.pt"
+
+
 def checkpoint_step(path: Path) -> int:
-    """The environment step of a checkpoint file named ``step_<N>.pt``."""
+    """The environment step of a checkpoint file named by :func:`checkpoint_path`."""
     return int(path.stem.removeprefix("step_"))
 
 
@@ -609,7 +614,7 @@ class TrainingRun:
         return (self.global_step - start_step) / max(elapsed, 1e-9)
 
     def save(self, state: Callable[[], dict]) -> Path:
-        path = self.run_dir / "checkpoints" / f"step_{self.global_step}.pt"
+        path = checkpoint_path(self.run_dir / "checkpoints", self.global_step)
         objects = {}
         for name, obj in state().items():
             objects[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj
