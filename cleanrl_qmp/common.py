@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 import random
@@ -20,7 +21,27 @@ import torch
 from tqdm import tqdm
 
 import qmp_envs
+from cleanrl_qmp.checkpoints import (  # noqa: F401 - re-exported for the scripts and tools
+    checkpoint_path,
+    checkpoint_step,
+    load_checkpoint,
+    load_newest_checkpoint,
+    save_checkpoint,
+    saved_checkpoints,
+    set_rng_state,
+    warn,
+)
+from cleanrl_qmp.run_files import (
+    RunFolderBusy,
+    RunFolderLock,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 from qmp_wrappers import MultiTaskReplayBuffer, QMPBehaviorWrapper
+
+# Exit status of a script whose run folder another process holds (EX_TEMPFAIL): the results
+# driver reports the run as busy instead of failed.
+EXIT_RUN_FOLDER_BUSY = 75
 
 
 @dataclass(frozen=True)
@@ -83,54 +104,6 @@ def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = torch_deterministic
-
-
-def rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("torch_cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write atomically, so an interrupted save never leaves a truncated checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({**payload, "rng": rng_state()}, tmp)
-    tmp.replace(path)
-
-
-def checkpoint_path(checkpoint_dir: Path, step: int) -> Path:
-    """Where a run's checkpoint at environment ``step`` lives: ``step_<N>.pt``."""
-    return Path(checkpoint_dir) / f"step_{step}.pt"
-
-
-def checkpoint_step(path: Path) -> int:
-    """The environment step of a checkpoint file named by :func:`checkpoint_path`."""
-    return int(path.stem.removeprefix("step_"))
-
-
-def saved_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """A run's checkpoint files, oldest first (by step, not by name: step_400 < step_1000)."""
-    return sorted(Path(checkpoint_dir).glob("step_*.pt"), key=checkpoint_step)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    # Checkpoints hold pickled environments and buffers: only load files you wrote.
-    return torch.load(path, weights_only=False)
 
 
 PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
@@ -206,28 +179,47 @@ class RunLogger:
             stale += list(self.run_dir.glob("events.out.tfevents.*"))
             for path in stale:
                 path.unlink(missing_ok=True)
-            (self.run_dir / "args.json").write_text(json.dumps(asdict(args), indent=2, default=str))
-        elif self.csv_path.exists():
-            with self.csv_path.open() as f:
-                rows = [row for row in csv.DictReader(f) if int(row["global_step"]) <= resume_step]
-            self._write_rows(rows)
+            atomic_write_text(
+                self.run_dir / "args.json", json.dumps(asdict(args), indent=2, default=str)
+            )
+        else:
+            self._write_rows([r for r in self.read_rows() if r["global_step"] <= resume_step])
         # One line per segment (the start and every resume), so a result can name its code.
-        with self.provenance_path.open("a") as f:
-            f.write(json.dumps(provenance(resume_step or 0)) + "\n")
+        provenance_lines = self.provenance_path.read_text() if self.provenance_path.exists() else ""
+        atomic_write_text(
+            self.provenance_path, provenance_lines + json.dumps(provenance(resume_step or 0)) + "\n"
+        )
         self.writer = SummaryWriter(str(self.run_dir))
         if resume_step is None:
             table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
             self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+
+    def read_rows(self) -> list[dict]:
+        """The CSV's rows (``global_step`` as int); a damaged row (a run killed by an older
+        version mid-write) is dropped with a warning naming the file."""
+        if not self.csv_path.exists():
+            return []
+        rows = []
+        with self.csv_path.open(newline="") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    if None in row.values() or None in row:
+                        raise ValueError("wrong number of fields")
+                    rows.append({**row, "global_step": int(row["global_step"])})
+                except (ValueError, KeyError, TypeError) as error:
+                    warn(f"{self.csv_path} line {line} is damaged ({error}); dropped")
+        return rows
 
     def _write_rows(self, rows: list[dict]) -> None:
         if not rows:
             self.csv_path.unlink(missing_ok=True)
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        with self.csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.csv_path, text.getvalue())
 
     def scalars(self, metrics: dict[str, float], step: int) -> None:
         for key, value in metrics.items():
@@ -236,10 +228,7 @@ class RunLogger:
     def eval_row(self, metrics: dict[str, float], step: int) -> None:
         """Log eval metrics to TensorBoard and append them as one CSV row."""
         self.scalars(metrics, step)
-        rows = []
-        if self.csv_path.exists():
-            with self.csv_path.open() as f:
-                rows = list(csv.DictReader(f))
+        rows = self.read_rows()
         rows.append({"global_step": step, "time": round(time.time(), 3), **metrics})
         self._write_rows(rows)
 
@@ -249,18 +238,27 @@ class RunLogger:
             for j, col_name in enumerate(names):
                 self.writer.add_scalar(f"qmp/selection/{row_name}/{col_name}", matrix[i, j], step)
         record = {"global_step": step, "names": names, "matrix": matrix.tolist()}
-        with (self.run_dir / "selection.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._write_selection([*self._selection_lines(), json.dumps(record)])
+
+    def _selection_lines(self, up_to_step: float = float("inf")) -> list[str]:
+        path = self.run_dir / "selection.jsonl"
+        if not path.exists():
+            return []
+        keep = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                if json.loads(line)["global_step"] <= up_to_step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                warn(f"{path} line {number} is damaged; dropped")
+        return keep
+
+    def _write_selection(self, lines: list[str]) -> None:
+        atomic_write_text(self.run_dir / "selection.jsonl", "".join(f"{x}\n" for x in lines))
 
     def truncate_selection(self, step: int) -> None:
-        path = self.run_dir / "selection.jsonl"
-        if path.exists():
-            keep = [
-                line
-                for line in path.read_text().splitlines()
-                if json.loads(line)["global_step"] <= step
-            ]
-            path.write_text("".join(line + "\n" for line in keep))
+        if (self.run_dir / "selection.jsonl").exists():
+            self._write_selection(self._selection_lines(up_to_step=step))
 
     def close(self) -> None:
         self.writer.close()
@@ -334,10 +332,12 @@ class BaseArgs:
     """write training losses every this many environment steps"""
     checkpoint_every: int = 0
     """save a checkpoint every this many environment steps (0: only at the end)"""
-    keep_checkpoints: int = 0
-    """keep only this many newest checkpoints of the run, deleting older ones (0: keep all)"""
+    keep_checkpoints: int = 2
+    """keep only this many newest checkpoints of the run (the newest and a fallback should the
+    newest be damaged), deleting older ones (0: keep all)"""
     resume: str | None = None
-    """a checkpoint to resume from; the run continues in the checkpoint's run folder"""
+    """a checkpoint, or a run folder (its newest loadable checkpoint), to resume from; the run
+    continues in the checkpoint's run folder, falling back to older checkpoints if it is damaged"""
     progress: bool = True
     """show a progress bar"""
     demo: bool = False
@@ -383,7 +383,17 @@ class TrainingRun:
     """
 
     def __init__(self, args: BaseArgs, preset_overrides: dict[str, dict] | None = None):
-        self.checkpoint = load_checkpoint(args.resume) if args.resume else None
+        self.checkpoint = None
+        self.lock: RunFolderLock | None = None
+        if args.resume:
+            resume = Path(args.resume)
+            if resume.is_dir():
+                run_dir = resume.parent if resume.name == "checkpoints" else resume
+            else:
+                run_dir = resume.resolve().parent.parent
+            self._lock_run_folder(run_dir)
+            checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
+            args.resume = str(checkpoint_file)
         if self.checkpoint is not None:
             saved = self.checkpoint["args"]
             if args.total_timesteps is not None:
@@ -403,6 +413,8 @@ class TrainingRun:
         )
         args.run_dir = str(self.run_dir)
         self.args = args
+        if self.lock is None:
+            self._lock_run_folder(self.run_dir)
         seed_everything(args.seed, args.torch_deterministic)
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
         probe = gym.make(args.env_id)
@@ -444,6 +456,18 @@ class TrainingRun:
         self.obs: np.ndarray | None = None
 
     # -- set-up ----------------------------------------------------------------------------
+    def _lock_run_folder(self, run_dir: Path) -> None:
+        """Own the run folder for this process's life (two processes never train in one
+        folder), then clear what a killed writer left behind."""
+        try:
+            self.lock = RunFolderLock(run_dir).acquire()
+        except RunFolderBusy as busy:
+            print(f"error: {busy}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_RUN_FOLDER_BUSY) from None
+        for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+            for stale in remove_stale_temporaries(folder):
+                warn(f"removed {stale}, a partial write left by a killed process")
+
     def task_buffer(self) -> MultiTaskReplayBuffer:
         """Per-task replay data (column k: task k), capped at what the run can ever store."""
         args, tasks = self.args, self.tasks
@@ -644,13 +668,18 @@ class TrainingRun:
 
     def finish(self, eval_policy: Callable, state: Callable[[], dict]) -> Path:
         self.bar.close()
-        timing = {"env_steps": self.global_step, "sps_after_learning_starts": self.training_sps()}
-        (self.run_dir / "timing.json").write_text(json.dumps(timing))
+        sps = self.training_sps()
         if self.last_eval_step != self.global_step:
             self.evaluate(eval_policy)
         self.save(state)
         self.envs.close()
         self.logger.close()
+        # The "finished" marker comes last: a run killed before this line is resumed, not
+        # counted as done.
+        timing = {"env_steps": self.global_step, "sps_after_learning_starts": sps}
+        atomic_write_text(self.run_dir / "timing.json", json.dumps(timing))
+        if self.lock is not None:
+            self.lock.release()
         print(f"done: {self.global_step} env steps; metrics in {self.run_dir / 'metrics.csv'}")
         return self.run_dir
 

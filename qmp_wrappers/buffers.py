@@ -62,6 +62,31 @@ class QMPReplayBuffer(ReplayBuffer):
             np.all(self.action_space.low == -1) and np.all(self.action_space.high == 1)
         )
 
+    # Pickling (checkpoints) keeps only the filled rows, so a checkpoint grows with the data
+    # collected, not with the capacity; loading allocates the capacity again, zero-filled as
+    # SB3 allocates it, so a restored buffer equals the saved one bit for bit.
+    _STORAGE = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if not self.full:
+            shapes = {}
+            for name in self._STORAGE:
+                array = state.get(name)
+                if isinstance(array, np.ndarray):
+                    shapes[name] = (array.shape, array.dtype)
+                    state[name] = array[: self.pos].copy()
+            state["_compact_shapes"] = shapes
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        shapes = state.pop("_compact_shapes", {})
+        for name, (shape, dtype) in shapes.items():
+            full = np.zeros(shape, dtype=dtype)
+            full[: len(state[name])] = state[name]
+            state[name] = full
+        self.__dict__.update(state)
+
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         action = executed_actions(infos, self.n_envs).astype(self.actions.dtype)
         if self.store_scaled_actions:
