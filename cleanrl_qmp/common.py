@@ -696,7 +696,7 @@ def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: to
 
 
 def plot_demo(run_dir: Path) -> None:
-    from cleanrl_qmp.plot import plot_runs
+    from qmp_experiments.plot import plot_runs
 
     for path in plot_runs([run_dir], run_dir):
         print(f"plot: {path}")

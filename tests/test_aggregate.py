@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from cleanrl_qmp.aggregate import summarize, write_outputs
-from cleanrl_qmp.stats import iqm, normalized_auc, stratified_bootstrap_ci
+from qmp_experiments.aggregate import summarize, write_outputs
+from qmp_experiments.stats import iqm, normalized_auc, stratified_bootstrap_ci
 
 
 def fake_run(root, name, qmp, success_by_step):

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from cleanrl_qmp.reproduce import COPY_BLOCK
+from qmp_experiments.readme import COPY_BLOCK
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -13,7 +13,7 @@ import torch
 
 from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
 from cleanrl_qmp.common import cpu_model, load_checkpoint
-from cleanrl_qmp.plot import plot_runs
+from qmp_experiments.plot import plot_runs
 from qmp_wrappers.behavior import QMPVectorBehaviorWrapper
 
 SCRIPTS = {
@@ -183,7 +183,7 @@ def test_dnc_pairwise_kl():
 
 
 def test_selection_over_time_uses_the_steps_every_seed_logged(tmp_path, monkeypatch):
-    import cleanrl_qmp.plot as plot_module
+    import qmp_experiments.plot as plot_module
 
     names = ["a", "b", "helper"]  # 2 tasks, 3 candidates (a fixed helper policy)
 

@@ -1,6 +1,6 @@
 """Aggregate runs across seeds into a results table (CSV and Markdown).
 
-    python -m cleanrl_qmp.aggregate runs/* --out results/summary [--last 3]
+    python -m qmp_experiments.aggregate runs/* --out results/summary [--last 3]
 
 Runs are grouped by (environment, script, QMP on/off). Per group: the number of seeds, the
 final mean success (each run's last ``--last`` evaluations averaged, then over tasks, then the
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from cleanrl_qmp.plot import load_run
-from cleanrl_qmp.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
+from cleanrl_qmp.run_files import atomic_write_text
+from qmp_experiments.plot import load_run
+from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
 
 
 def task_columns(run_dir: Path) -> tuple[list[str], np.ndarray]:
@@ -86,24 +88,26 @@ def write_outputs(summary: list[dict], per_task: list[dict], out: Path) -> list[
     paths = []
     for rows, suffix in ((summary, ".csv"), (per_task, "_per_task.csv")):
         path = out.with_name(out.name + suffix)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, text.getvalue())
         paths.append(path)
     md = out.with_name(out.name + ".md")
-    md.write_text(markdown_table(list(summary[0]), [list(row.values()) for row in summary]))
+    atomic_write_text(md, markdown_table(list(summary[0]), [list(row.values()) for row in summary]))
     # Per-task finals as one row per method, one column per task: the README's layout.
     tasks = list(dict.fromkeys(row["task"] for row in per_task))
     wide: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for row in per_task:
         wide[(row["env_id"], row["method"])][row["task"]] = row["final_success_iqm"]
     per_task_md = out.with_name(out.name + "_per_task.md")
-    per_task_md.write_text(
+    atomic_write_text(
+        per_task_md,
         markdown_table(
             ["env_id", "method", *tasks],
             [[*key, *(values.get(t, "") for t in tasks)] for key, values in wide.items()],
-        )
+        ),
     )
     return [*paths, md, per_task_md]
 

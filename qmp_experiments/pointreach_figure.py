@@ -5,7 +5,7 @@ Three runs of ``sac_qmp.py`` on ``qmp/PointReach-v0`` with the same seed and hyp
 with the relevant helpers {up, right, up-right}. The figure shows the trajectories each
 collected (read back from the final replay buffers) and how often each policy was executed.
 
-    python -m cleanrl_qmp.pointreach_figure --out results/pointreach [--total-timesteps 20000]
+    python -m qmp_experiments.pointreach_figure --out results/pointreach [--total-timesteps 20000]
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,9 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cleanrl_qmp import sac_qmp  # noqa: E402
-from cleanrl_qmp.common import load_checkpoint, saved_checkpoints  # noqa: E402
+from cleanrl_qmp.checkpoints import load_checkpoint, saved_checkpoints  # noqa: E402
 from qmp_envs.point_reach import ARENA_SIZE, GOAL, GOAL_RADIUS  # noqa: E402
+
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "cleanrl_qmp"
 
 PANELS = [
     ("(a) SAC", False, ()),
@@ -70,18 +73,21 @@ def main() -> None:
     rows = []
     for col, (title, qmp, helpers) in enumerate(PANELS):
         run_dir = args.out / f"run_{'_'.join(helpers) or 'sac'}"
-        sac_qmp.main(
-            sac_qmp.Args(
-                env_id="qmp/PointReach-v0",
-                seed=args.seed,
-                qmp=qmp,
-                qmp_helpers=helpers,
-                total_timesteps=args.total_timesteps,
-                eval_every=args.total_timesteps // 4,
-                progress=False,
-                run_dir=str(run_dir),
-            )
-        )
+        # The script runs as its own process, as the results driver runs it.
+        command = [
+            sys.executable,
+            str(SCRIPTS_DIR / "sac_qmp.py"),
+            "--env-id", "qmp/PointReach-v0",
+            "--seed", str(args.seed),
+            "--qmp" if qmp else "--no-qmp",
+            "--total-timesteps", str(args.total_timesteps),
+            "--eval-every", str(args.total_timesteps // 4),
+            "--no-progress",
+            "--run-dir", str(run_dir),
+        ]  # fmt: skip
+        if helpers:
+            command += ["--qmp-helpers", *helpers]
+        subprocess.run(command, check=True)
         episodes = collected_episodes(run_dir)
         reached = [bool(np.linalg.norm(e[-1] - GOAL) <= GOAL_RADIUS) for e in episodes]
         ax = axes[0, col]

@@ -1,6 +1,6 @@
 """Learning curves and QMP selection heatmaps from run folders.
 
-    python -m cleanrl_qmp.plot runs/RUN_A runs/RUN_B ... [--out plots/] [--metric eval/success_mean]
+    python -m qmp_experiments.plot runs/A runs/B ... [--out plots/] [--metric eval/success_mean]
 
 Runs are grouped by (environment, script, QMP on/off); each group's curve is the interquartile
 mean over its seeds with a 95% bootstrap band. Writes ``learning_curves.png`` and, for QMP runs,
@@ -23,9 +23,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cleanrl_qmp.stats import bootstrap_ci, iqm  # noqa: E402
+from cleanrl_qmp.run_files import (  # noqa: E402
+    atomic_write_text,
+    commit_temporary,
+    temporary_path,
+)
+from qmp_experiments.stats import bootstrap_ci, iqm  # noqa: E402
 
 DEFAULT_METRIC = "eval/success_mean"
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save atomically: a temporary file, then a rename."""
+    tmp = temporary_path(Path(path))
+    fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip("."))
+    commit_temporary(tmp, Path(path))
 
 
 def load_run(run_dir: Path, metric: str) -> dict:
@@ -104,7 +116,7 @@ def plot_runs(
     # The default metric keeps the plain name; others are named after their column.
     suffix = "" if metric == DEFAULT_METRIC else "_" + metric.replace("eval/", "").replace("/", "_")
     path = out_dir / f"learning_curves{suffix}.png"
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     written.append(path)
 
@@ -116,7 +128,7 @@ def plot_runs(
         slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
         written.append(plot_selection_heatmap(histories, env, out_dir / f"selection_{slug}.png"))
         table = out_dir / f"selection_{slug}.md"
-        table.write_text(selection_table(histories))
+        atomic_write_text(table, selection_table(histories))
         written.append(table)
         written.append(
             plot_selection_over_time(histories, env, out_dir / f"selection_over_time_{slug}.png")
@@ -140,7 +152,7 @@ def plot_selection_heatmap(histories: list[list[dict]], env: str, path: Path) ->
             ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -200,7 +212,7 @@ def plot_selection_over_time(histories: list[list[dict]], env: str, path: Path) 
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"QMP selection over training ({len(histories)} seeds; thick: own policy)\n{env}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
