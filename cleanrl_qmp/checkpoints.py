@@ -9,6 +9,7 @@ used instead.
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 import sys
@@ -114,12 +115,29 @@ def newest_readable_checkpoint(
     return None
 
 
+class _ScriptUnpickler(pickle.Unpickler):
+    """Loads objects of classes a training script defined as ``__main__`` (older checkpoints
+    stored the script's ``Args`` object) in any process: as plain attribute holders when the
+    class is not in this process's ``__main__``."""
+
+    def find_class(self, module: str, name: str):
+        if module == "__main__" and not hasattr(sys.modules["__main__"], name):
+            return type(name, (), {"__module__": "__main__"})
+        return super().find_class(module, name)
+
+
+class _ScriptPickleModule:
+    Unpickler = _ScriptUnpickler
+    load = staticmethod(pickle.load)
+
+
 def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint in any process, not only in the script that wrote it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     # Checkpoints hold pickled environments and buffers: only load files you wrote.
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=False, pickle_module=_ScriptPickleModule)
 
 
 def load_newest_checkpoint(

@@ -395,7 +395,7 @@ class TrainingRun:
             checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
             args.resume = str(checkpoint_file)
         if self.checkpoint is not None:
-            saved = self.checkpoint["args"]
+            saved = self._saved_args(args)
             if args.total_timesteps is not None:
                 saved.total_timesteps = args.total_timesteps
             saved.resume, saved.progress = args.resume, args.progress
@@ -456,6 +456,23 @@ class TrainingRun:
         self.obs: np.ndarray | None = None
 
     # -- set-up ----------------------------------------------------------------------------
+    def _saved_args(self, args: BaseArgs) -> BaseArgs:
+        """The checkpoint's configuration as this script's ``Args``; a checkpoint another
+        script wrote is refused (it would train another algorithm in that run's folder)."""
+        saved, script = self.checkpoint["args"], self.checkpoint.get("script")
+        if script is not None and script != script_name(args):
+            print(
+                f"error: {args.resume} was written by {script}, not {script_name(args)}: "
+                f"resume it with cleanrl_qmp/{script}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2)
+        if not isinstance(saved, dict):  # checkpoints before args were stored as a dict
+            saved = asdict(saved)
+        known = {f.name for f in fields(type(args))}
+        return type(args)(**{k: v for k, v in saved.items() if k in known})
+
     def _lock_run_folder(self, run_dir: Path) -> None:
         """Own the run folder for this process's life (two processes never train in one
         folder), then clear what a killed writer left behind."""
@@ -648,7 +665,8 @@ class TrainingRun:
             path,
             {
                 **objects,
-                "args": self.args,
+                "args": asdict(self.args),
+                "script": script_name(self.args),
                 "envs": self.envs,
                 "obs": self.obs,
                 "global_step": self.global_step,
@@ -682,6 +700,11 @@ class TrainingRun:
             self.lock.release()
         print(f"done: {self.global_step} env steps; metrics in {self.run_dir / 'metrics.csv'}")
         return self.run_dir
+
+
+def script_name(args: BaseArgs) -> str:
+    """The file name of the script whose ``Args`` these are (``sac_qmp.py``)."""
+    return Path(sys.modules[type(args).__module__].__file__).name
 
 
 def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: torch.device):

@@ -72,6 +72,7 @@ class Outcome:
     minutes: float = 0.0
     detail: str = ""
     archive: bytes | None = None  # the finished run folder, when collected through Ray
+    node: str = ""  # the Ray node that ran it
 
 
 class Children:
@@ -188,7 +189,8 @@ def execute_run(
 def print_outcome(outcome: Outcome) -> None:
     text = {"done": "done", "skipped": "already finished", "busy": "BUSY", "failed": "FAILED"}
     detail = f" ({outcome.detail})" if outcome.detail else ""
-    report(f"{outcome.folder}: {text[outcome.status]} in {outcome.minutes:.1f} min{detail}")
+    node = f" on node {outcome.node}" if outcome.node else ""
+    report(f"{outcome.folder}: {text[outcome.status]}{node} in {outcome.minutes:.1f} min{detail}")
 
 
 # -- backends --------------------------------------------------------------------------------
@@ -225,6 +227,9 @@ def remote_execute(
     outcome = execute_run(campaign, run, base, threads, wait_for_lock=60.0, extra_flags=extra_flags)
     if not shared and outcome.status == "done":
         outcome.archive = pack_run_folder(base / run.folder)
+    import ray
+
+    outcome.node = ray.get_runtime_context().get_node_id()
     return outcome
 
 
@@ -402,4 +407,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not this __main__ copy: Ray ships functions of __main__ by value
+    # (with their globals), but those of an importable module by reference.
+    from qmp_experiments import sweep
+
+    sweep.main()

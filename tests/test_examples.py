@@ -50,7 +50,7 @@ def test_bring_your_own_agent_example():
 def test_pointreach_figure_command(tmp_path, monkeypatch):
     import sys
 
-    from cleanrl_qmp import pointreach_figure
+    from qmp_experiments import pointreach_figure
 
     out = tmp_path / "pointreach"
     monkeypatch.setattr(

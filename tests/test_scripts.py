@@ -118,7 +118,7 @@ def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
     baseline = tmp_path / "noqmp"
     script.main(tiny_args(baseline, script, qmp=False, total_timesteps=300, checkpoint_every=0))
     ckpt = load_checkpoint(baseline / "checkpoints" / "step_300.pt")
-    assert not ckpt["envs"].enabled and ckpt["args"].qmp is False
+    assert not ckpt["envs"].enabled and ckpt["args"]["qmp"] is False
     written = plot_runs([run_dir, baseline], tmp_path / "plots")
     names = sorted(p.name for p in written)
     assert "learning_curves.png" in names
