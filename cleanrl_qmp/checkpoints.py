@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cleanrl_qmp.run_files import commit_temporary, temporary_path
 
@@ -27,6 +26,8 @@ CORRUPT_SUFFIX = ".corrupt"
 
 
 def rng_state() -> dict:
+    import torch  # here, not at the top: the results driver reads checkpoint names only
+
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -36,6 +37,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -46,6 +49,8 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically (temporary file, fsync, rename), so an interrupted save never leaves a
     truncated checkpoint under a checkpoint's name."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     torch.save({**payload, "rng": rng_state()}, tmp)
@@ -133,6 +138,8 @@ class _ScriptPickleModule:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint in any process, not only in the script that wrote it."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

@@ -32,16 +32,13 @@ from cleanrl_qmp.checkpoints import (  # noqa: F401 - re-exported for the script
     warn,
 )
 from cleanrl_qmp.run_files import (
+    EXIT_RUN_FOLDER_BUSY,
     RunFolderBusy,
     RunFolderLock,
     atomic_write_text,
     remove_stale_temporaries,
 )
 from qmp_wrappers import MultiTaskReplayBuffer, QMPBehaviorWrapper
-
-# Exit status of a script whose run folder another process holds (EX_TEMPFAIL): the results
-# driver reports the run as busy instead of failed.
-EXIT_RUN_FOLDER_BUSY = 75
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
 
+# Exit status of a script whose run folder another process holds (EX_TEMPFAIL): the results
+# driver reports the run as busy instead of failed.
+EXIT_RUN_FOLDER_BUSY = 75
+
 
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place: ``<name>.tmp`` beside it."""

@@ -61,9 +61,12 @@ class Run:
     folder: str  # relative to the results root: "<campaign>/[<env>/]<method>/seed_<k>"
     script: Path
 
-    @property
-    def label(self) -> str:
-        return f"{self.folder.split('/', 1)[1]}"
+    def local_script(self) -> Path:
+        """The script on the machine running the command: a node of a cluster may hold this
+        package at another path than the driver's machine."""
+        if self.script.is_file():
+            return self.script
+        return SCRIPTS_DIR / self.script.name
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class Campaign:
 
     def fresh_command(self, run: Run, run_dir: Path) -> list[str]:
         return [
-            sys.executable, str(run.script),
+            sys.executable, str(run.local_script()),
             "--env-id", run.env_id,
             "--seed", str(run.seed),
             "--total-timesteps", str(self.total_timesteps),
@@ -135,7 +138,8 @@ class Campaign:
         ]  # fmt: skip
 
     def resume_command(self, run: Run, checkpoint: Path) -> list[str]:
-        return [sys.executable, str(run.script), "--resume", str(checkpoint), "--no-progress"]
+        script = str(run.local_script())
+        return [sys.executable, script, "--resume", str(checkpoint), "--no-progress"]
 
 
 def check_subset(campaign: str, kind: str, chosen: list | None, available: list) -> None:

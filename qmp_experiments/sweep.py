@@ -41,8 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cleanrl_qmp.checkpoints import newest_readable_checkpoint
-from cleanrl_qmp.common import EXIT_RUN_FOLDER_BUSY
-from cleanrl_qmp.run_files import RunFolderBusy, RunFolderLock, atomic_write_text
+from cleanrl_qmp.run_files import (
+    EXIT_RUN_FOLDER_BUSY,
+    RunFolderBusy,
+    RunFolderLock,
+    atomic_write_text,
+)
 from qmp_experiments.campaign import Campaign, Run, load_campaign
 
 PR_SET_PDEATHSIG = 1

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from qmp_experiments.local_cluster import processes_matching as training_processes  # noqa: F401
+from qmp_experiments.local_cluster import wait_for  # noqa: F401
 
 TINY_CAMPAIGN = """
 env_ids = ["qmp/MultistageReacher-v0"]
@@ -55,34 +56,8 @@ def metrics_rows(run_dir: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "time"} for row in csv.DictReader(f)]
 
 
-def training_processes(marker: str) -> list[int]:
-    """PIDs of live processes whose command line contains ``marker`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z" and "qmp_experiments.sweep" not in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,14 @@
 """The Ray backend on a real local cluster: a head and a second node, each a `ray start`
-process of its own, so runs execute in other processes on another node.
-
-Where the test runs as root with iproute2 (CI), the cluster and the drivers live in a private
-network namespace that has only a loopback interface, so every Ray service binds to 127.0.0.1
-(Ray otherwise advertises the machine's outward address even for a local cluster).
-"""
+process of its own, so runs execute in other processes on another node (inside a loopback-only
+network namespace where the tests run as root: see qmp_experiments.local_cluster)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,113 +23,21 @@ from conftest import (
     wait_for,
     write_campaign,
 )
+from qmp_experiments.local_cluster import LocalRayCluster
 
 RUNS = [f"{m}/seed_{s}" for s in (1, 2) for m in ("with_qmp", "without_qmp")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalRayCluster:
-    """A head node and a second node on this machine; ``prefix`` runs a command inside the
-    cluster's network namespace (empty without one)."""
-
-    def __init__(self):
-        # A short path: Ray's unix sockets live under it (at most 107 bytes).
-        self.folder = Path(tempfile.mkdtemp(prefix="qmpray", dir="/tmp"))
-        self.namespace = None
-        self.prefix: list[str] = []
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        folder = self.folder
-        if os.geteuid() == 0 and shutil.which("ip"):
-            self.namespace = f"qmp-ray-{os.getpid()}"
-            subprocess.run(["ip", "netns", "add", self.namespace], check=True)
-            self.prefix = ["ip", "netns", "exec", self.namespace]
-            subprocess.run([*self.prefix, "ip", "link", "set", "lo", "up"], check=True)
-        self.port = 6390 if self.namespace else free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.node_results = [folder / "node_a", folder / "node_b"]
-        ray = str(Path(os.sys.executable).with_name("ray"))
-        common = [
-            "--num-cpus=1",
-            "--object-store-memory=100000000",
-            "--disable-usage-stats",
-            "--block",
-        ]
-        head = [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-                "--include-dashboard=false", f"--temp-dir={folder / 'ray'}", *common]  # fmt: skip
-        worker = [ray, "start", f"--address={self.address}", *common]
-        for command, node_results in zip((head, worker), self.node_results, strict=True):
-            env = {
-                **os.environ,
-                "RAY_USAGE_STATS_ENABLED": "0",
-                "QMP_NODE_RESULTS": str(node_results),
-            }
-            log = (folder / f"{node_results.name}.log").open("w")
-            self.processes.append(
-                subprocess.Popen(
-                    [*self.prefix, *command],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            )
-            if command is head:
-                wait_for(lambda: self.nodes() >= 1, 90, "the Ray head node", interval=1.0)
-        wait_for(lambda: self.nodes() == 2, 90, "two Ray nodes", interval=1.0)
-
-    def nodes(self) -> int:
-        status = subprocess.run(
-            [*self.prefix, str(Path(os.sys.executable).with_name("ray")), "status",
-             f"--address={self.address}"],
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-        return len(re.findall(r"^\s*1 node_", status.stdout, re.M))
-
-    def sweep(self, campaign: Path, root: Path, *extra: str):
-        command = [*self.prefix, *sweep_command(campaign, root, "--ray-address", self.address)]
-        return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=600)
-
-    def shutdown(self) -> None:
-        for process in self.processes:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        for process in self.processes:
-            try:
-                process.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        # Anything of this cluster still alive (its session folder is in every command line).
-        for pid in training_processes(str(self.folder)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.namespace:
-            subprocess.run(["ip", "netns", "del", self.namespace], check=False)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
-    cluster = LocalRayCluster()
-    try:
-        cluster.start()
+    with LocalRayCluster(nodes=2) as cluster:
         yield cluster
-    finally:
-        cluster.shutdown()
     assert not training_processes(str(cluster.folder)), "the test cluster was left running"
+
+
+def ray_sweep(cluster: LocalRayCluster, campaign: Path, root: Path, *extra: str):
+    command = [*cluster.prefix, *sweep_command(campaign, root, "--ray-address", cluster.address)]
+    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=600)
 
 
 def nodes_used(output: str) -> set[str]:
@@ -146,7 +47,7 @@ def nodes_used(output: str) -> set[str]:
 def test_ray_campaign_equals_the_local_campaign(ray_cluster, reference_campaign, tmp_path):
     campaign, reference = reference_campaign
     root = tmp_path / "results"
-    done = ray_cluster.sweep(campaign, root)
+    done = ray_sweep(ray_cluster, campaign, root)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(nodes_used(done.stdout)) == 2, done.stdout  # both nodes trained runs
     for run in RUNS:
@@ -154,7 +55,7 @@ def test_ray_campaign_equals_the_local_campaign(ray_cluster, reference_campaign,
         assert (root / "tiny" / run / "selection.jsonl").read_text() == (
             reference / "tiny" / run / "selection.jsonl"
         ).read_text()
-    again = ray_cluster.sweep(campaign, root)
+    again = ray_sweep(ray_cluster, campaign, root)
     assert again.returncode == 0 and "0 of 4 runs to do" in again.stdout
 
 
@@ -163,7 +64,7 @@ def test_without_a_shared_filesystem_run_folders_come_back_through_ray(
 ):
     campaign, reference = reference_campaign
     root = tmp_path / "results"
-    done = ray_cluster.sweep(campaign, root, "--seeds", "1", "--ray-collect")
+    done = ray_sweep(ray_cluster, campaign, root, "--seeds", "1", "--ray-collect")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("collected through Ray") == 2
     for run in RUNS[:2]:
