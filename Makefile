@@ -40,3 +40,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/metaworld_build.py
 	$(PY) benchmarks/qswitch_speed.py
 	$(PY) benchmarks/script_speed.py --env-ids qmp/MultistageReacher-v0 qmp/MetaWorldMT10-v0
+	$(PY) benchmarks/checkpoint_size.py --env-ids qmp/MultistageReacher-v0 qmp/MetaWorldMT10-v0
+	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/suite_throughput.py

@@ -31,6 +31,16 @@ from cleanrl_qmp.checkpoints import (  # noqa: F401 - re-exported for the script
     set_rng_state,
     warn,
 )
+from cleanrl_qmp.config import (  # noqa: F401 - re-exported for the scripts and tools
+    DEMO,
+    PRESETS,
+    RESUMABLE_FLAGS,
+    BaseArgs,
+    Preset,
+    registered_qmp_ids,
+    resolve_preset,
+    resume_conflicts,
+)
 from cleanrl_qmp.run_files import (
     EXIT_RUN_FOLDER_BUSY,
     RunFolderBusy,
@@ -39,61 +49,6 @@ from cleanrl_qmp.run_files import (
     remove_stale_temporaries,
 )
 from qmp_wrappers import MultiTaskReplayBuffer, QMPBehaviorWrapper
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Per-environment defaults from the paper's hyperparameter table (spec section 10.2).
-
-    ``updates_per_step`` is gradient steps per task per env step of that task (the paper's
-    gradient-step budget per iteration divided by its env steps per iteration).
-    ``batch_size`` is the table's minibatch, applied per task (the table does not say whether
-    its minibatch was per task or over all tasks).
-    """
-
-    total_timesteps: int
-    batch_size: int
-    learning_starts: int
-    learning_rate: float
-    hidden: tuple[int, ...]
-    updates_per_step: float
-    eval_episodes: int
-    eval_every: int
-
-
-PRESETS: dict[str, Preset] = {
-    "qmp/PointReach-v0": Preset(50_000, 256, 1_000, 3e-4, (256, 256), 1.0, 10, 5_000),
-    "qmp/MultistageReacher-v0": Preset(2_000_000, 32, 10_000, 3e-4, (256, 256), 1.0, 10, 20_000),
-    "qmp/MazeLarge10-v0": Preset(
-        12_000_000, 256, 3_000, 3e-4, (256, 256), 1000 / 6000, 10, 120_000
-    ),
-    "qmp/Walker2dMT4-v0": Preset(8_000_000, 32, 10_000, 3e-4, (256, 256), 1.5, 10, 80_000),
-    # Kitchen: the paper plots 5M steps (its code ran 10M by a misnamed argument, spec 9.7).
-    "qmp/KitchenMTEasy-v0": Preset(5_000_000, 1280, 2_000, 3e-4, (256, 256), 0.25, 5, 100_000),
-    # Meta-World: 50 evaluation episodes per task (one per goal variation), the v3 protocol.
-    "qmp/MetaWorldMT10-v0": Preset(50_000_000, 2560, 5_000, 1.5e-3, (256, 256), 0.1, 50, 500_000),
-    "qmp/MetaWorldMT50-v0": Preset(200_000_000, 1280, 1_500, 3e-4, (400, 400), 0.1, 50, 2_000_000),
-}
-
-
-def resolve_preset(args: Any, overrides: dict[str, dict] | None = None) -> Any:
-    """Fill every ``None`` field of ``args`` that a preset knows from ``PRESETS[args.env_id]``.
-
-    ``overrides`` maps env ids to a script's own tuned values (taken before the preset's).
-    """
-    for key, value in (overrides or {}).get(args.env_id, {}).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    preset = PRESETS.get(args.env_id)
-    for field in fields(Preset):
-        if getattr(args, field.name, 0) is None:
-            if preset is None:
-                raise ValueError(
-                    f"no preset for {args.env_id!r}: pass --{field.name.replace('_', '-')} "
-                    f"(presets exist for {sorted(PRESETS)})"
-                )
-            setattr(args, field.name, getattr(preset, field.name))
-    return args
 
 
 def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
@@ -262,98 +217,6 @@ class RunLogger:
 
 
 @dataclass
-class BaseArgs:
-    """Arguments every script shares; each script's ``Args`` adds its own."""
-
-    exp_name: str = "run"
-    """the name of this experiment (part of the run folder's name)"""
-    env_id: str = "qmp/MultistageReacher-v0"
-    """a qmp/ environment id; its preset fills every hyperparameter left unset"""
-    seed: int = 1
-    """seed of the experiment"""
-    qmp: bool = True
-    """toggle QMP behaviour sharing (--no-qmp runs the base method alone)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = False
-    """if toggled, use CUDA when available"""
-    env_compat: str = "official"
-    """environment fidelity switch: "official" reproduces the paper's environments"""
-    run_dir: str | None = None
-    """output folder (default: runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time})"""
-
-    # Algorithm; None takes the environment's preset (cleanrl_qmp.common.PRESETS).
-    total_timesteps: int | None = None
-    """total environment steps over all tasks"""
-    batch_size: int | None = None
-    """minibatch size per task"""
-    learning_starts: int | None = None
-    """total environment steps before gradient updates start"""
-    learning_rate: float | None = None
-    """one Adam learning rate for actors, critics and temperatures"""
-    hidden: tuple[int, ...] | None = None
-    """hidden layer sizes of every actor and critic"""
-    updates_per_step: float | None = None
-    """gradient steps per task per environment step of that task"""
-    buffer_size: int = 1_000_000
-    """replay capacity per task"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """target smoothing coefficient"""
-    alpha: float = 1.0
-    """initial entropy temperature"""
-    autotune: bool = True
-    """automatic entropy tuning with target -|A| per task"""
-
-    # QMP behaviour sharing.
-    qmp_scoring: str = "original"
-    """"original" (first critic on mean actions) or "min_twin" (min of twin critics on samples)"""
-    qmp_mixture: str = "qswitch"
-    """"qswitch", "uniform" (ablation) or "softmax\""""
-    qmp_temperature: float = 1.0
-    """softmax temperature when --qmp-mixture softmax"""
-    qmp_hold_steps: int = 1
-    """keep the selected policy this many steps (1: switch every step, the paper's H = 1)"""
-    qmp_helpers: tuple[str, ...] = ()
-    """fixed helper policies added to every task's candidates (PointReach: up, right, ...)"""
-
-    # Evaluation, logging, checkpoints.
-    eval_every: int | None = None
-    """evaluate every this many environment steps"""
-    eval_episodes: int | None = None
-    """evaluation episodes per task"""
-    capture_video: bool = False
-    """render one evaluation episode per task to GIFs under the run folder"""
-    log_every: int = 1000
-    """write training losses every this many environment steps"""
-    checkpoint_every: int = 0
-    """save a checkpoint every this many environment steps (0: only at the end)"""
-    keep_checkpoints: int = 2
-    """keep only this many newest checkpoints of the run (the newest and a fallback should the
-    newest be damaged), deleting older ones (0: keep all)"""
-    resume: str | None = None
-    """a checkpoint, or a run folder (its newest loadable checkpoint), to resume from; the run
-    continues in the checkpoint's run folder, falling back to older checkpoints if it is damaged"""
-    progress: bool = True
-    """show a progress bar"""
-    demo: bool = False
-    """the README's demo: a short QMP run on Multistage Reacher, then plots"""
-
-
-DEMO = {
-    "env_id": "qmp/MultistageReacher-v0",
-    "total_timesteps": 15_000,
-    "learning_starts": 2_000,
-    "batch_size": 64,
-    "eval_every": 5_000,
-    "eval_episodes": 2,
-    "checkpoint_every": 0,
-    "run_dir": "runs/demo",
-}
-
-
-@dataclass
 class TaskSpec:
     """What the scripts need to know about a multi-task environment."""
 
@@ -393,16 +256,27 @@ class TrainingRun:
             args.resume = str(checkpoint_file)
         if self.checkpoint is not None:
             saved = self._saved_args(args)
-            if args.total_timesteps is not None:
-                saved.total_timesteps = args.total_timesteps
-            saved.resume, saved.progress = args.resume, args.progress
+            conflicts = resume_conflicts(args, saved)
+            if conflicts:
+                refuse(f"these flags contradict {args.resume}", conflicts, self.lock)
+            defaults = type(args)()
+            for name in RESUMABLE_FLAGS - {"resume"}:
+                if getattr(args, name) != getattr(defaults, name):
+                    setattr(saved, name, getattr(args, name))
+            saved.resume = args.resume
             # A run continues in the folder that holds the checkpoint (runs can be moved).
             saved.run_dir = str(Path(args.resume).resolve().parent.parent)
             args = saved
         if args.demo:
             for key, value in DEMO.items():
                 setattr(args, key, value)
+        if args.env_id not in registered_qmp_ids():
+            refuse("unknown environment", [f"--env-id {args.env_id!r}: registered ids are "
+                   f"{', '.join(registered_qmp_ids())}"], self.lock)  # fmt: skip
         args = resolve_preset(args, preset_overrides)
+        problems = args.problems()
+        if problems:
+            refuse("invalid configuration", problems, self.lock)
         self.run_dir = Path(
             args.run_dir
             or f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__"
@@ -458,13 +332,12 @@ class TrainingRun:
         script wrote is refused (it would train another algorithm in that run's folder)."""
         saved, script = self.checkpoint["args"], self.checkpoint.get("script")
         if script is not None and script != script_name(args):
-            print(
-                f"error: {args.resume} was written by {script}, not {script_name(args)}: "
-                f"resume it with cleanrl_qmp/{script}",
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(2)
+            refuse(
+                "wrong script",
+                [f"{args.resume} was written by {script}, not {script_name(args)}: "
+                 f"resume it with cleanrl_qmp/{script}"],
+                self.lock,
+            )  # fmt: skip
         if not isinstance(saved, dict):  # checkpoints before args were stored as a dict
             saved = asdict(saved)
         known = {f.name for f in fields(type(args))}
@@ -697,6 +570,15 @@ class TrainingRun:
             self.lock.release()
         print(f"done: {self.global_step} env steps; metrics in {self.run_dir / 'metrics.csv'}")
         return self.run_dir
+
+
+def refuse(what: str, problems: list[str], lock: RunFolderLock | None = None) -> None:
+    """Stop before the run touches anything: print each problem and exit with status 2."""
+    if lock is not None:
+        lock.release()
+    lines = "\n".join(f"  {p}" for p in problems)
+    print(f"error: {what}:\n{lines}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def script_name(args: BaseArgs) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import tyro
 
-from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
+from cleanrl_qmp.common import TrainingRun, deterministic_policy
+from cleanrl_qmp.config import BaseArgs, check
 from cleanrl_qmp.networks import EnsembleActor, build_per_task_sac, soft_q_target, soft_update
 
 
@@ -36,6 +37,14 @@ class Args(BaseArgs):
     """distil into a central policy every this many env steps (0: regularisation only)"""
     distill_steps: int = 200
     """gradient steps of each distillation"""
+
+    def problems(self) -> list[str]:
+        p = super().problems()
+        check(p, self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
+        check(p, self.distill_every >= 0, "distill_every", self.distill_every,
+              "must be >= 0 (0: regularisation only)")  # fmt: skip
+        check(p, self.distill_steps >= 1, "distill_steps", self.distill_steps, "must be >= 1")
+        return p
 
 
 def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> torch.Tensor:

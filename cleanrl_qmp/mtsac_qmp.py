@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
+from cleanrl_qmp.common import TrainingRun, deterministic_policy
+from cleanrl_qmp.config import BaseArgs
 from cleanrl_qmp.networks import (
     MultiHeadActor,
     MultiHeadTwinCritic,

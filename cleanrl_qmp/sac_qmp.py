@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy, plot_demo
+from cleanrl_qmp.common import TrainingRun, deterministic_policy, plot_demo
+from cleanrl_qmp.config import BaseArgs
 from cleanrl_qmp.networks import build_per_task_sac, soft_q_target, soft_update
 
 

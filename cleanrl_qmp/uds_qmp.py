@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import tyro
 
-from cleanrl_qmp.common import BaseArgs, TrainingRun, deterministic_policy
+from cleanrl_qmp.common import TrainingRun, deterministic_policy
+from cleanrl_qmp.config import BaseArgs, check
 from cleanrl_qmp.networks import build_per_task_sac, soft_q_target, soft_update
 
 
@@ -29,6 +30,13 @@ class Args(BaseArgs):
     """shared transitions added to each task's minibatch (default: the batch size)"""
     share_q_quantile: float | None = None
     """keep a shared transition only if task i's Q of it >= this quantile of its own batch"""
+
+    def problems(self) -> list[str]:
+        p = super().problems()
+        q, shared = self.share_q_quantile, self.shared_batch_size
+        check(p, q is None or 0.0 <= q <= 1.0, "share_q_quantile", q, "must be in [0, 1]")
+        check(p, shared is None or shared >= 1, "shared_batch_size", shared, "must be >= 1")
+        return p
 
 
 def relabel_as_own_task(obs: torch.Tensor, num_tasks: int) -> torch.Tensor:
@@ -44,8 +52,6 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def main(args: Args) -> Path:
-    if args.share_q_quantile is not None and not 0.0 <= args.share_q_quantile <= 1.0:
-        raise ValueError(f"--share-q-quantile must be in [0, 1], got {args.share_q_quantile}")
     run = TrainingRun(args)
     args, tasks, device = run.args, run.tasks, run.device
     n = tasks.num_tasks

@@ -1,6 +1,7 @@
 """The examples run, and the third-party agent stores the actions QMP executed."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -47,19 +48,30 @@ def test_bring_your_own_agent_example():
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
 
 
-def test_pointreach_figure_command(tmp_path, monkeypatch):
-    import sys
-
+def test_pointreach_figure_command(tmp_path):
     from qmp_experiments import pointreach_figure
 
-    out = tmp_path / "pointreach"
-    monkeypatch.setattr(
-        sys, "argv", ["pointreach_figure", "--out", str(out), "--total-timesteps", "400"]
+    bundled = (pointreach_figure.load_campaign("pointreach").source).read_text()
+    campaign = tmp_path / "pr.toml"
+    campaign.write_text(
+        bundled.replace("total_timesteps = 20_000", "total_timesteps = 400")
+        .replace("checkpoint_every = 20_000", "checkpoint_every = 400")
+        .replace('"5000"', '"200"')
+        .replace("seeds = [1]", "seeds = [1, 2]")
     )
-    pointreach_figure.main()
+    pointreach_figure.main([str(campaign), "--root", str(tmp_path / "results")])
+    out = tmp_path / "results" / "pr"
     assert (out / "pointreach.png").stat().st_size > 10_000
     rows = (out / "pointreach.csv").read_text().splitlines()
-    assert len(rows) == 4 and "executed/up-right" in rows[0]
-    episodes = pointreach_figure.collected_episodes(out / "run_up_right_up-right")
+    assert len(rows) == 4 and "executed/up-right_mean" in rows[0] and ",2," in rows[1]
+    run_dir = out / "qmp_relevant" / "seed_1"
+    episodes = pointreach_figure.collected_episodes(run_dir)
     assert sum(len(e) - 1 for e in episodes) == 400  # every collected step, split into episodes
     assert all(np.all((e >= 0) & (e <= 10)) for e in episodes)
+    # Redrawn from the saved positions alone, as from a clone without checkpoints.
+    for checkpoints in out.glob("*/seed_*/checkpoints"):
+        shutil.rmtree(checkpoints)
+    pointreach_figure.main([str(campaign), "--root", str(tmp_path / "results"), "--report-only"])
+    assert (out / "pointreach.csv").read_text().splitlines() == rows
+    again = pointreach_figure.collected_episodes(run_dir)
+    assert all(np.array_equal(a, b) for a, b in zip(again, episodes, strict=True))
