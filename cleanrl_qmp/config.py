@@ -233,9 +233,12 @@ def resume_conflicts(given: BaseArgs, saved: BaseArgs) -> list[str]:
     for f in fields(given):
         if f.name in RESUMABLE_FLAGS or f.name == "run_dir":
             continue
-        value = getattr(given, f.name)
-        if value != getattr(defaults, f.name) and value != getattr(saved, f.name):
-            conflicts.append(
-                f"{flag(f.name)} {value!r}: the checkpoint's run has {getattr(saved, f.name)!r}"
-            )
+        value, theirs = getattr(given, f.name), getattr(saved, f.name)
+        if value != getattr(defaults, f.name) and value != theirs:
+            if isinstance(value, bool):  # tyro's --flag / --no-flag
+                given_text = flag(f.name if value else f"no_{f.name}")
+                theirs_text = flag(f.name if theirs else f"no_{f.name}")
+                conflicts.append(f"{given_text}: the checkpoint's run has {theirs_text}")
+            else:
+                conflicts.append(f"{flag(f.name)} {value!r}: the checkpoint's run has {theirs!r}")
     return conflicts
