@@ -19,28 +19,32 @@ import pickle
 import tempfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from cleanrl_qmp import sac_qmp
-from cleanrl_qmp.common import PRESETS, TrainingRun
-from cleanrl_qmp.networks import build_per_task_sac
-from qmp_wrappers import QMPReplayBuffer
+from cleanrl_qmp.config import PRESETS
+from cleanrl_qmp.harness import TaskSpec, TrainingRun
+from cleanrl_qmp.networks import PerTaskSAC
+from qmp_wrappers import QMPBehaviorWrapper, QMPReplayBuffer
 
 
 def build_run(env_id: str, folder: Path) -> tuple[TrainingRun, dict]:
+    """A run's checkpoint objects as ``sac_qmp.py`` builds them."""
     args = sac_qmp.Args(env_id=env_id, run_dir=str(folder), progress=False)
     run = TrainingRun(args)
-    sac = build_per_task_sac(
-        run.tasks, run.args.hidden, run.args.learning_rate, run.args.alpha, run.device
-    )
+    envs = gym.make_vec(env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs)
+    envs = QMPBehaviorWrapper(envs, seed=run.args.seed)
+    tasks = TaskSpec.of(envs)
+    obs, _ = envs.reset(seed=run.args.seed)
+    agent = PerTaskSAC.create(tasks, run.args.hidden, run.args.learning_rate, 1.0, run.device)
     # One update of every network, so the optimisers hold their moment estimates.
-    loss = sum(p.sum() for key in ("actor", "qf") for p in sac[key].parameters())
-    loss = loss + sac["log_alpha"].sum()
-    loss.backward()
-    for key in ("q_optimizer", "actor_optimizer", "a_optimizer"):
-        sac[key].step()
-    return run, {**sac, "rb": run.task_buffer()}
+    loss = sum(p.sum() for net in (agent.actor, agent.qf) for p in net.parameters())
+    (loss + agent.log_alpha.sum()).backward()
+    for optimizer in (agent.q_optimizer, agent.actor_optimizer, agent.a_optimizer):
+        optimizer.step()
+    return run, {**agent.parts(), "rb": run.task_buffer(tasks), "envs": envs, "obs": obs}
 
 
 def fill(rb, transitions: int) -> None:
@@ -64,7 +68,7 @@ def checkpoint_bytes(run: TrainingRun, state: dict, step: int, full_capacity: bo
     if full_capacity:  # the old format: SB3's buffer pickled with all its arrays
         QMPReplayBuffer.__getstate__ = lambda self: self.__dict__.copy()
     try:
-        path = run.save(lambda: state)
+        path = run.save(state)
     finally:
         QMPReplayBuffer.__getstate__ = original
     size = path.stat().st_size
@@ -98,11 +102,11 @@ def main() -> None:
                 flush=True,
             )
         preset = PRESETS[env_id]
-        stored = min(preset.total_timesteps, run.args.buffer_size * run.tasks.num_tasks)
+        stored = min(preset.total_timesteps, run.args.buffer_size * rb.n_envs)
         per_transition = raw_bytes(rb, 1)
         one = stored * per_transition + fixed
         projections.append((env_id, preset.total_timesteps, stored, fixed, one))
-        run.envs.close()
+        state["envs"].close()
     print("\nOn disk at the end of a paper-budget run, default retention (2 checkpoints):")
     print("| env | env steps | transitions stored | fixed part MB | one checkpoint GB | kept GB |")
     print("|---|---|---|---|---|---|")

@@ -29,7 +29,7 @@ from torch import nn
 
 import qmp_envs  # noqa: F401
 from cleanrl_qmp import sac_qmp
-from cleanrl_qmp.common import PRESETS
+from cleanrl_qmp.config import PRESETS
 from cleanrl_qmp.networks import LOG_STD_MAX, LOG_STD_MIN, soft_update, tanh_gaussian_sample
 
 

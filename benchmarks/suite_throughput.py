@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cleanrl_qmp.common import PRESETS
+from cleanrl_qmp.config import PRESETS
 
 SCRIPT = Path(__file__).resolve().parent.parent / "cleanrl_qmp" / "sac_qmp.py"
 # Timed env steps (over all tasks) per suite: a few hundred gradient steps at its update ratio.

@@ -17,12 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 import tyro
 
-from cleanrl_qmp.common import TrainingRun, deterministic_policy
 from cleanrl_qmp.config import BaseArgs, check
-from cleanrl_qmp.networks import EnsembleActor, build_per_task_sac, soft_q_target, soft_update
+from cleanrl_qmp.harness import TaskSpec, TrainingRun, deterministic_policy
+from cleanrl_qmp.networks import EnsembleActor, PerTaskSAC, soft_update
+from qmp_envs import helper_policies
+from qmp_wrappers import QMPBehaviorWrapper
 
 
 @dataclass
@@ -68,31 +71,60 @@ def pairwise_policy_kl(actor: EnsembleActor, observations: torch.Tensor) -> torc
 
 
 def main(args: Args) -> Path:
-    run = TrainingRun(args)
-    args, tasks, device = run.args, run.tasks, run.device
+    run = TrainingRun(args)  # flags checked, presets filled, run folder locked, seeded
+    args, device = run.args, run.device
+
+    # ENV SETUP: sub-env k runs task k; SAME_STEP autoreset keeps each truncated episode's
+    # final observation in infos["final_obs"], for bootstrapping.
+    envs = gym.make_vec(
+        args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs
+    )
+    # QMP: the wrapper executes the Q-switch's choice among all task policies' proposals.
+    envs = QMPBehaviorWrapper(
+        envs,
+        scoring=args.qmp_scoring,
+        mixture=args.qmp_mixture,
+        temperature=args.qmp_temperature,
+        hold_steps=args.qmp_hold_steps,
+        extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
+        seed=args.seed,
+    )
+    tasks = TaskSpec.of(envs)
     n = tasks.num_tasks
-    sac = build_per_task_sac(tasks, args.hidden, args.learning_rate, args.alpha, device)
-    actor, qf, qf_target, log_alpha = sac["actor"], sac["qf"], sac["qf_target"], sac["log_alpha"]
-    q_optimizer, actor_optimizer = sac["q_optimizer"], sac["actor_optimizer"]
-    a_optimizer = sac["a_optimizer"]
+
+    agent = PerTaskSAC.create(tasks, args.hidden, args.learning_rate, args.alpha, device)
+    actor, qf, qf_target, log_alpha = agent.actor, agent.qf, agent.qf_target, agent.log_alpha
+    q_optimizer, actor_optimizer = agent.q_optimizer, agent.actor_optimizer
+    a_optimizer = agent.a_optimizer
     target_entropy = -float(tasks.action_dim)
     central = EnsembleActor(1, actor.features, tasks.action_dim, args.hidden).to(device)
     central_optimizer = torch.optim.Adam(central.parameters(), lr=args.learning_rate)
-    rb = run.task_buffer()
-    # The distillation schedule is part of the state, so a resumed run keeps it.
-    state = {**sac, "central": central, "central_optimizer": central_optimizer, "rb": rb}
-    state["next_distill"] = args.distill_every or None
-    state = run.restore(**state)
-    rb = state["rb"]
+    rb = run.task_buffer(tasks)
+    # The distillation schedule is part of the checkpoint, so a resumed run keeps it.
+    next_distill = args.distill_every or None
+    if run.resuming:  # the checkpoint's envs continue bit for bit
+        envs.close()
+        loaded = run.load(
+            {**agent.parts(), "central": central, "central_optimizer": central_optimizer,
+             "rb": rb, "next_distill": next_distill}
+        )  # fmt: skip
+        envs, obs, rb, next_distill = (loaded[k] for k in ("envs", "obs", "rb", "next_distill"))
+    else:
+        obs, _ = envs.reset(seed=args.seed)
+    envs.enabled = args.qmp
+    envs.attach(policy=actor.act, q_function=qf.score, device=device)
     eval_policy = deterministic_policy(actor.deterministic_act, device)
-    obs = run.start(policy=actor.act, q_function=qf.score)
+
+    def checkpoint() -> dict:
+        return {**agent.parts(), "central": central, "central_optimizer": central_optimizer,
+                "rb": rb, "next_distill": next_distill, "envs": envs, "obs": obs}  # fmt: skip
 
     while not run.done:
         with torch.no_grad():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
             actions = actor.get_action(obs_t.unsqueeze(1))[0].squeeze(1).cpu().numpy()
 
-        next_obs, rewards, terminations, truncations, infos = run.envs.step(actions)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         real_next_obs = run.record_step(next_obs, rewards, terminations, truncations, infos)
         rb.add(obs, real_next_obs, actions, rewards, terminations, infos)
         obs = next_obs
@@ -100,15 +132,12 @@ def main(args: Args) -> Path:
         for _ in range(run.updates_due()):
             data = rb.sample_tasks(args.batch_size)
             alpha = log_alpha.exp().detach()[:, None, None]
-            next_q_value = soft_q_target(
-                actor,
-                qf_target,
-                data.next_observations,
-                data.rewards.unsqueeze(-1),
-                data.dones.unsqueeze(-1),
-                alpha,
-                args.gamma,
-            )
+            with torch.no_grad():
+                next_actions, next_log_pi, _ = actor.get_action(data.next_observations)
+                qf1_next, qf2_next = qf_target(data.next_observations, next_actions)
+                min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
+                rewards_t, dones_t = data.rewards.unsqueeze(-1), data.dones.unsqueeze(-1)
+                next_q_value = rewards_t + (1 - dones_t) * args.gamma * min_qf_next
             qf1_values, qf2_values = qf(data.observations, data.actions)
             qf_loss = (
                 ((qf1_values - next_q_value).pow(2) + (qf2_values - next_q_value).pow(2))
@@ -149,8 +178,8 @@ def main(args: Args) -> Path:
                 )
 
         # ALGO LOGIC: periodic distillation into a central policy, copied back to every task.
-        if state["next_distill"] is not None and run.global_step >= state["next_distill"]:
-            state["next_distill"] += args.distill_every
+        if next_distill is not None and run.global_step >= next_distill:
+            next_distill += args.distill_every
             for _ in range(args.distill_steps):
                 data = rb.sample_tasks(args.batch_size)
                 with torch.no_grad():
@@ -172,9 +201,12 @@ def main(args: Args) -> Path:
             actor_optimizer.state.clear()
             run.logger.scalars({"dnc/distill_loss": distill_loss.item()}, run.global_step)
 
-        run.periodic(eval_policy, lambda: state)
+        if run.evaluation_due():
+            run.evaluate(eval_policy, envs)
+        if run.checkpoint_due():
+            run.save(checkpoint())
 
-    return run.finish(eval_policy, lambda: state)
+    return run.finish(eval_policy, envs, checkpoint())
 
 
 if __name__ == "__main__":

@@ -15,21 +15,22 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
 
-from cleanrl_qmp.common import TrainingRun, deterministic_policy
 from cleanrl_qmp.config import BaseArgs
+from cleanrl_qmp.harness import TaskSpec, TrainingRun, deterministic_policy
 from cleanrl_qmp.networks import (
     MultiHeadActor,
     MultiHeadTwinCritic,
-    soft_q_target,
     soft_update,
     task_ids_of,
 )
-from qmp_wrappers import QMPReplayBuffer
+from qmp_envs import helper_policies
+from qmp_wrappers import QMPBehaviorWrapper, QMPReplayBuffer
 
 # The paper re-tuned its parameter-sharing runs; only Reacher's values are known (spec 10.2).
 MTSAC_PRESETS = {"qmp/MultistageReacher-v0": {"learning_rate": 1e-3, "hidden": (512, 512)}}
@@ -46,8 +47,25 @@ class Args(BaseArgs):
 
 
 def main(args: Args) -> Path:
-    run = TrainingRun(args, preset_overrides=MTSAC_PRESETS)
-    args, tasks, device = run.args, run.tasks, run.device
+    run = TrainingRun(args, preset_overrides=MTSAC_PRESETS)  # checked, locked, seeded
+    args, device = run.args, run.device
+
+    # ENV SETUP: sub-env k runs task k; SAME_STEP autoreset keeps each truncated episode's
+    # final observation in infos["final_obs"], for bootstrapping.
+    envs = gym.make_vec(
+        args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs
+    )
+    # QMP: the wrapper executes the Q-switch's choice among all task policies' proposals.
+    envs = QMPBehaviorWrapper(
+        envs,
+        scoring=args.qmp_scoring,
+        mixture=args.qmp_mixture,
+        temperature=args.qmp_temperature,
+        hold_steps=args.qmp_hold_steps,
+        extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
+        seed=args.seed,
+    )
+    tasks = TaskSpec.of(envs)
     n, obs_dim = tasks.num_tasks, tasks.observation_space.shape[0]
 
     actor = MultiHeadActor(obs_dim, n, tasks.action_dim, args.hidden, args.fully_shared).to(device)
@@ -66,7 +84,7 @@ def main(args: Args) -> Path:
         n_envs=n,
         handle_timeout_termination=False,
     )
-    state = {
+    parts = {
         "actor": actor,
         "qf": qf,
         "qf_target": qf_target,
@@ -74,11 +92,19 @@ def main(args: Args) -> Path:
         "actor_optimizer": actor_optimizer,
         "a_optimizer": a_optimizer,
         "log_alpha": log_alpha,
-        "rb": rb,
     }
-    rb = state["rb"] = run.restore(**state)["rb"]
+    if run.resuming:  # the checkpoint's envs continue bit for bit
+        envs.close()
+        loaded = run.load({**parts, "rb": rb})
+        envs, obs, rb = loaded["envs"], loaded["obs"], loaded["rb"]
+    else:
+        obs, _ = envs.reset(seed=args.seed)
+    envs.enabled = args.qmp
+    envs.attach(policy=actor.act, q_function=qf.score, device=device)
     eval_policy = deterministic_policy(actor.deterministic_act, device)
-    obs = run.start(policy=actor.act, q_function=qf.score)
+
+    def checkpoint() -> dict:
+        return {**parts, "rb": rb, "envs": envs, "obs": obs}
 
     while not run.done:
         # ALGO LOGIC: the multi-head actor picks each row's head from its one-hot.
@@ -88,7 +114,7 @@ def main(args: Args) -> Path:
             )
             actions = actions.cpu().numpy()
 
-        next_obs, rewards, terminations, truncations, infos = run.envs.step(actions)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         real_next_obs = run.record_step(next_obs, rewards, terminations, truncations, infos)
         rb.add(obs, real_next_obs, actions, rewards, terminations, infos)
         obs = next_obs
@@ -98,15 +124,11 @@ def main(args: Args) -> Path:
             data = rb.sample(args.batch_size * n)
             task_ids = task_ids_of(data.observations, n)
             alpha = log_alpha.exp().detach()[task_ids].unsqueeze(1)
-            next_q_value = soft_q_target(
-                actor,
-                qf_target,
-                data.next_observations,
-                data.rewards,
-                data.dones,
-                alpha,
-                args.gamma,
-            )
+            with torch.no_grad():
+                next_actions, next_log_pi, _ = actor.get_action(data.next_observations)
+                qf1_next, qf2_next = qf_target(data.next_observations, next_actions)
+                min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
+                next_q_value = data.rewards + (1 - data.dones) * args.gamma * min_qf_next
 
             qf1_values, qf2_values = qf(data.observations, data.actions)
             qf1_loss = F.mse_loss(qf1_values, next_q_value)
@@ -151,9 +173,12 @@ def main(args: Args) -> Path:
                     }
                 )
 
-        run.periodic(eval_policy, lambda: state)
+        if run.evaluation_due():
+            run.evaluate(eval_policy, envs)
+        if run.checkpoint_due():
+            run.save(checkpoint())
 
-    return run.finish(eval_policy, lambda: state)
+    return run.finish(eval_policy, envs, checkpoint())
 
 
 if __name__ == "__main__":

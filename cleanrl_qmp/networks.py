@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,16 +31,6 @@ def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor):
     action = torch.tanh(mean + log_std.exp() * eps)
     log_prob = -0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI - torch.log(1.0 - action.pow(2) + 1e-6)
     return action, log_prob.sum(-1, keepdim=True), torch.tanh(mean)
-
-
-def soft_q_target(actor, qf_target, next_obs, rewards, dones, alpha, gamma: float) -> torch.Tensor:
-    """SAC's critic target ``r + gamma (1 - d) (min(Q1', Q2')(s', a') - alpha log pi(a'|s'))``
-    with ``a' ~ pi(s')``; ``rewards`` and ``dones`` are shaped like the Q-values."""
-    with torch.no_grad():
-        next_actions, next_log_pi, _ = actor.get_action(next_obs)
-        qf1_next, qf2_next = qf_target(next_obs, next_actions)
-        min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
-        return rewards + (1 - dones) * gamma * min_qf_next
 
 
 def soft_update(source: nn.Module, target: nn.Module, tau: float) -> None:
@@ -309,25 +301,42 @@ class MultiHeadTwinCritic(nn.Module):
         return self(obs, action)
 
 
-def build_per_task_sac(
-    tasks, hidden: Sequence[int], learning_rate: float, alpha: float, device: torch.device
-) -> dict:
+@dataclass
+class PerTaskSAC:
     """The No-Sharing SAC agent of the per-task scripts: ensemble actor, twin critics and their
     target, one temperature per task, and their Adam optimisers (one learning rate, as in the
-    paper's runs). ``tasks`` is a :class:`cleanrl_qmp.common.TaskSpec`."""
-    n = tasks.num_tasks
-    features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
-    actor = EnsembleActor(n, features, tasks.action_dim, hidden).to(device)
-    qf = TwinCritic(n, features, tasks.action_dim, hidden).to(device)
-    qf_target = copy.deepcopy(qf)
-    log_alpha = torch.full((n,), float(np.log(alpha)), device=device, requires_grad=True)
-    return {
-        "actor": actor,
-        "qf": qf,
-        "qf_target": qf_target,
-        "log_alpha": log_alpha,
-        # foreach: one multi-tensor kernel per Adam step instead of a loop over parameters.
-        "q_optimizer": torch.optim.Adam(qf.parameters(), lr=learning_rate, foreach=True),
-        "actor_optimizer": torch.optim.Adam(actor.parameters(), lr=learning_rate, foreach=True),
-        "a_optimizer": torch.optim.Adam([log_alpha], lr=learning_rate, foreach=True),
-    }
+    paper's runs)."""
+
+    actor: EnsembleActor
+    qf: TwinCritic
+    qf_target: TwinCritic
+    log_alpha: torch.Tensor
+    q_optimizer: torch.optim.Adam
+    actor_optimizer: torch.optim.Adam
+    a_optimizer: torch.optim.Adam
+
+    @classmethod
+    def create(
+        cls, tasks, hidden: Sequence[int], learning_rate: float, alpha: float, device: torch.device
+    ) -> PerTaskSAC:
+        """``tasks`` is a :class:`cleanrl_qmp.harness.TaskSpec`."""
+        n = tasks.num_tasks
+        features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
+        actor = EnsembleActor(n, features, tasks.action_dim, hidden).to(device)
+        qf = TwinCritic(n, features, tasks.action_dim, hidden).to(device)
+        qf_target = copy.deepcopy(qf)
+        log_alpha = torch.full((n,), float(np.log(alpha)), device=device, requires_grad=True)
+        return cls(
+            actor=actor,
+            qf=qf,
+            qf_target=qf_target,
+            log_alpha=log_alpha,
+            # foreach: one multi-tensor kernel per Adam step instead of a loop over parameters.
+            q_optimizer=torch.optim.Adam(qf.parameters(), lr=learning_rate, foreach=True),
+            actor_optimizer=torch.optim.Adam(actor.parameters(), lr=learning_rate, foreach=True),
+            a_optimizer=torch.optim.Adam([log_alpha], lr=learning_rate, foreach=True),
+        )
+
+    def parts(self) -> dict[str, Any]:
+        """Every part by name, as checkpoints store them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

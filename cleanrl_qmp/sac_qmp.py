@@ -5,7 +5,7 @@ The N per-task networks are one batched ensemble, so acting and updating all tas
 batched calls. Behaviour sharing comes only from ``QMPBehaviorWrapper``; ``--no-qmp`` runs the
 same code with the mixture disabled, so "SAC" and "SAC + QMP" share every hyperparameter.
 Everything that is not the algorithm (run folder, env + wrapper, evaluation, checkpoints) is
-``cleanrl_qmp.common.TrainingRun``.
+``cleanrl_qmp.harness.TrainingRun``.
 
     python cleanrl_qmp/sac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1
     python cleanrl_qmp/sac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1 --no-qmp
@@ -17,14 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
 
-from cleanrl_qmp.common import TrainingRun, deterministic_policy, plot_demo
 from cleanrl_qmp.config import BaseArgs
-from cleanrl_qmp.networks import build_per_task_sac, soft_q_target, soft_update
+from cleanrl_qmp.harness import TaskSpec, TrainingRun, deterministic_policy, plot_demo
+from cleanrl_qmp.networks import PerTaskSAC, soft_update
+from qmp_envs import helper_policies
+from qmp_wrappers import QMPBehaviorWrapper
 
 
 @dataclass
@@ -34,21 +37,45 @@ class Args(BaseArgs):
 
 
 def main(args: Args) -> Path:
-    run = TrainingRun(args)
-    args, tasks, device = run.args, run.tasks, run.device
+    run = TrainingRun(args)  # flags checked, presets filled, run folder locked, seeded
+    args, device = run.args, run.device
+
+    # ENV SETUP: sub-env k runs task k; SAME_STEP autoreset keeps each truncated episode's
+    # final observation in infos["final_obs"], for bootstrapping.
+    envs = gym.make_vec(
+        args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs
+    )
+    # QMP: the wrapper executes the Q-switch's choice among all task policies' proposals.
+    envs = QMPBehaviorWrapper(
+        envs,
+        scoring=args.qmp_scoring,
+        mixture=args.qmp_mixture,
+        temperature=args.qmp_temperature,
+        hold_steps=args.qmp_hold_steps,
+        extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
+        seed=args.seed,
+    )
+    tasks = TaskSpec.of(envs)
     n = tasks.num_tasks
 
-    sac = build_per_task_sac(tasks, args.hidden, args.learning_rate, args.alpha, device)
-    actor, qf, qf_target, log_alpha = sac["actor"], sac["qf"], sac["qf_target"], sac["log_alpha"]
-    q_optimizer, actor_optimizer = sac["q_optimizer"], sac["actor_optimizer"]
-    a_optimizer = sac["a_optimizer"]
+    agent = PerTaskSAC.create(tasks, args.hidden, args.learning_rate, args.alpha, device)
+    actor, qf, qf_target, log_alpha = agent.actor, agent.qf, agent.qf_target, agent.log_alpha
+    q_optimizer, actor_optimizer = agent.q_optimizer, agent.actor_optimizer
+    a_optimizer = agent.a_optimizer
     target_entropy = -float(tasks.action_dim)
-    rb = run.task_buffer()
-    state = {**sac, "rb": rb}
-    rb = run.restore(**state)["rb"]
-    state["rb"] = rb
+    rb = run.task_buffer(tasks)
+    if run.resuming:  # the checkpoint's envs continue bit for bit
+        envs.close()
+        loaded = run.load({**agent.parts(), "rb": rb})
+        envs, obs, rb = loaded["envs"], loaded["obs"], loaded["rb"]
+    else:
+        obs, _ = envs.reset(seed=args.seed)
+    envs.enabled = args.qmp
+    envs.attach(policy=actor.act, q_function=qf.score, device=device)
     eval_policy = deterministic_policy(actor.deterministic_act, device)
-    obs = run.start(policy=actor.act, q_function=qf.score)
+
+    def checkpoint() -> dict:
+        return {**agent.parts(), "rb": rb, "envs": envs, "obs": obs}
 
     while not run.done:
         # ALGO LOGIC: every task's own policy acts (sub-env k runs task k: rows are task-major).
@@ -58,7 +85,7 @@ def main(args: Args) -> Path:
             actions = actions.squeeze(1).cpu().numpy()
 
         # The wrapper may execute another task's proposal; the buffer stores infos["qmp_action"].
-        next_obs, rewards, terminations, truncations, infos = run.envs.step(actions)
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         real_next_obs = run.record_step(next_obs, rewards, terminations, truncations, infos)
         rb.add(obs, real_next_obs, actions, rewards, terminations, infos)
         obs = next_obs
@@ -67,15 +94,12 @@ def main(args: Args) -> Path:
         for _ in range(run.updates_due()):
             data = rb.sample_tasks(args.batch_size)
             alpha = log_alpha.exp().detach()[:, None, None]
-            next_q_value = soft_q_target(
-                actor,
-                qf_target,
-                data.next_observations,
-                data.rewards.unsqueeze(-1),
-                data.dones.unsqueeze(-1),
-                alpha,
-                args.gamma,
-            )
+            with torch.no_grad():
+                next_actions, next_log_pi, _ = actor.get_action(data.next_observations)
+                qf1_next, qf2_next = qf_target(data.next_observations, next_actions)
+                min_qf_next = torch.min(qf1_next, qf2_next) - alpha * next_log_pi
+                rewards_t, dones_t = data.rewards.unsqueeze(-1), data.dones.unsqueeze(-1)
+                next_q_value = rewards_t + (1 - dones_t) * args.gamma * min_qf_next
 
             qf1_values, qf2_values = qf(data.observations, data.actions)
             # Sum of per-task mean losses: each task's networks get their own task's gradient.
@@ -121,9 +145,12 @@ def main(args: Args) -> Path:
                     }
                 )
 
-        run.periodic(eval_policy, lambda: state)
+        if run.evaluation_due():
+            run.evaluate(eval_policy, envs)
+        if run.checkpoint_due():
+            run.save(checkpoint())
 
-    return run.finish(eval_policy, lambda: state)
+    return run.finish(eval_policy, envs, checkpoint())
 
 
 if __name__ == "__main__":

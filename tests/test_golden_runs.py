@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanrl_qmp.common import cpu_model
+from cleanrl_qmp.run_logging import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
-from cleanrl_qmp.common import cpu_model, load_checkpoint
+from cleanrl_qmp.checkpoints import load_checkpoint
+from cleanrl_qmp.run_logging import cpu_model
 from qmp_experiments.plot import plot_runs
 from qmp_wrappers.behavior import QMPVectorBehaviorWrapper
 

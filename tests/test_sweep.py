@@ -219,7 +219,7 @@ def test_a_kill_during_metrics_writes_leaves_a_whole_file(tmp_path):
     writer = textwrap.dedent(
         f"""
         from pathlib import Path
-        from cleanrl_qmp.common import RunLogger
+        from cleanrl_qmp.run_logging import RunLogger
         class Args: pass
         logger = RunLogger.__new__(RunLogger)
         logger.run_dir = Path({str(tmp_path)!r})

@@ -1,0 +1,438 @@
+"""The run harness: what every training script needs around its algorithm, and nothing else.
+
+A script builds its envs, wraps them with ``QMPBehaviorWrapper``, builds and attaches its
+networks and writes its own act / step / store / update loop. :class:`TrainingRun` keeps the
+counters and schedules (env steps, the update ratio, logging, evaluation and checkpoint times),
+the logs, the evaluation protocol and checkpoint I/O. Saving and loading are explicit calls:
+
+    run = TrainingRun(args)                       # flags checked, folder locked, seeded
+    ...build envs, networks, buffer...
+    if run.resuming:
+        loaded = run.load({"actor": actor, ..., "rb": rb})   # in place; returns rb, envs, obs
+    ...
+    while not run.done:
+        ...act, step...
+        real_next_obs = run.record_step(next_obs, rewards, terminations, truncations, infos)
+        for _ in range(run.updates_due()): ...update...
+        if run.evaluation_due(): run.evaluate(eval_policy, envs)
+        if run.checkpoint_due(): run.save(state())
+    run.finish(eval_policy, envs, state())
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import qmp_envs
+from cleanrl_qmp.checkpoints import (
+    checkpoint_path,
+    load_newest_checkpoint,
+    save_checkpoint,
+    saved_checkpoints,
+    set_rng_state,
+    warn,
+)
+from cleanrl_qmp.config import (
+    DEMO,
+    RESUMABLE_FLAGS,
+    BaseArgs,
+    registered_qmp_ids,
+    resolve_preset,
+    resume_conflicts,
+)
+from cleanrl_qmp.run_files import (
+    EXIT_RUN_FOLDER_BUSY,
+    RunFolderBusy,
+    RunFolderLock,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
+from cleanrl_qmp.run_logging import RunLogger
+from qmp_wrappers import MultiTaskReplayBuffer
+
+# The counters a checkpoint carries besides the script's objects.
+COUNTERS = (
+    "global_step",
+    "update_credit",
+    "episode_return",
+    "episode_length",
+    "next_eval",
+    "next_checkpoint",
+    "last_eval_step",
+)
+
+
+def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic
+
+
+@dataclass
+class TaskSpec:
+    """What the scripts need to know about a multi-task environment."""
+
+    num_tasks: int
+    task_names: list[str]
+    feature_dim: int
+    feature_mask: np.ndarray
+    min_reward: float
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Box
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.action_space.shape[0])
+
+    @classmethod
+    def of(cls, envs: gym.vector.VectorEnv) -> TaskSpec:
+        """Read from a ``qmp/`` vector env (one sub-env per task), wrapped or not."""
+        first = envs.get_attr("unwrapped")[0] if hasattr(envs, "get_attr") else envs.unwrapped
+        spec = cls(
+            num_tasks=int(first.num_tasks),
+            task_names=list(first.task_names),
+            feature_dim=int(first.feature_dim),
+            feature_mask=np.asarray(first.agent_feature_mask),
+            min_reward=float(first.min_reward),
+            observation_space=envs.single_observation_space,
+            action_space=envs.single_action_space,
+        )
+        space = spec.action_space
+        if not (np.all(space.low == -1) and np.all(space.high == 1)):
+            raise ValueError(f"the scripts expect actions in [-1, 1], got {space}")
+        return spec
+
+
+def refuse(what: str, problems: list[str], lock: RunFolderLock | None = None) -> None:
+    """Stop before the run touches anything: print each problem and exit with status 2."""
+    if lock is not None:
+        lock.release()
+    lines = "\n".join(f"  {p}" for p in problems)
+    print(f"error: {what}:\n{lines}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def script_name(args: BaseArgs) -> str:
+    """The file name of the script whose ``Args`` these are (``sac_qmp.py``)."""
+    return Path(sys.modules[type(args).__module__].__file__).name
+
+
+def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: torch.device):
+    """Wrap a torch ``rows -> actions`` function as the numpy policy the evaluator calls."""
+
+    def policy(obs_batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            rows = torch.as_tensor(obs_batch, dtype=torch.float32, device=device)
+            return act(rows).cpu().numpy()
+
+    return policy
+
+
+class TrainingRun:
+    """Run folder, configuration, seeding, counters, logs, evaluation and checkpoint files."""
+
+    def __init__(self, args: BaseArgs, preset_overrides: dict[str, dict] | None = None):
+        self.checkpoint: dict | None = None
+        self.lock: RunFolderLock | None = None
+        if args.resume:
+            args = self._resumed_args(args)
+        if args.demo:
+            for key, value in DEMO.items():
+                setattr(args, key, value)
+        if args.env_id not in registered_qmp_ids():
+            refuse("unknown environment", [f"--env-id {args.env_id!r}: registered ids are "
+                   f"{', '.join(registered_qmp_ids())}"], self.lock)  # fmt: skip
+        args = resolve_preset(args, preset_overrides)
+        problems = args.problems()
+        if problems:
+            refuse("invalid configuration", problems, self.lock)
+        self.run_dir = Path(
+            args.run_dir
+            or f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__"
+            f"{'qmp' if args.qmp else 'noqmp'}__{args.seed}__{int(time.time())}"
+        )
+        args.run_dir = str(self.run_dir)
+        self.args = args
+        if self.lock is None:
+            self._lock_run_folder(self.run_dir)
+        seed_everything(args.seed, args.torch_deterministic)
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        probe = gym.make(args.env_id)
+        self.env_kwargs = {"compat": args.env_compat} if hasattr(probe.unwrapped, "compat") else {}
+        probe.close()
+
+        self.global_step, self.update_credit = 0, 0.0
+        self.episode_return: np.ndarray | None = None
+        self.episode_length: np.ndarray | None = None
+        self.next_eval, self.last_eval_step = args.eval_every, -1
+        self.next_checkpoint = args.checkpoint_every or None
+        if self.checkpoint is not None:
+            for name in COUNTERS:
+                setattr(self, name, self.checkpoint[name])
+        self.last_success = float("nan")
+        resume_step = self.global_step if self.checkpoint is not None else None
+        self.logger = RunLogger(self.run_dir, args, resume_step=resume_step)
+        if resume_step is not None:
+            self.logger.truncate_selection(resume_step)
+        print(
+            f"run folder: {self.run_dir}  (QMP {'on' if args.qmp else 'off'}, "
+            f"from step {self.global_step})"
+        )
+        self.start_time, self.start_step = time.time(), self.global_step
+        # (wall clock, step, seconds spent evaluating) when gradient updates began
+        self.training_clock: tuple[float, int, float] | None = None
+        self.bar = tqdm(
+            total=args.total_timesteps,
+            initial=self.global_step,
+            disable=not args.progress,
+            unit="step",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,  # keep CI logs short
+        )
+
+    # -- configuration and the run folder -------------------------------------------------
+    def _resumed_args(self, args: BaseArgs) -> BaseArgs:
+        """Lock the checkpoint's run folder, load the newest checkpoint that loads, and return
+        its configuration with the flags a resume may change; refuse contradictions."""
+        resume = Path(args.resume)
+        if resume.is_dir():
+            run_dir = resume.parent if resume.name == "checkpoints" else resume
+        else:
+            run_dir = resume.resolve().parent.parent
+        self._lock_run_folder(run_dir)
+        checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
+        args.resume = str(checkpoint_file)
+        saved, script = self.checkpoint["args"], self.checkpoint.get("script")
+        if script is not None and script != script_name(args):
+            refuse(
+                "wrong script",
+                [f"{args.resume} was written by {script}, not {script_name(args)}: "
+                 f"resume it with cleanrl_qmp/{script}"],
+                self.lock,
+            )  # fmt: skip
+        if not isinstance(saved, dict):  # checkpoints before args were stored as a dict
+            saved = asdict(saved)
+        known = {f.name for f in fields(type(args))}
+        saved = type(args)(**{k: v for k, v in saved.items() if k in known})
+        conflicts = resume_conflicts(args, saved)
+        if conflicts:
+            refuse(f"these flags contradict {args.resume}", conflicts, self.lock)
+        defaults = type(args)()
+        for name in RESUMABLE_FLAGS - {"resume"}:
+            if getattr(args, name) != getattr(defaults, name):
+                setattr(saved, name, getattr(args, name))
+        saved.resume = args.resume
+        # A run continues in the folder that holds the checkpoint (runs can be moved).
+        saved.run_dir = str(run_dir.resolve())
+        return saved
+
+    def _lock_run_folder(self, run_dir: Path) -> None:
+        """Own the run folder for this process's life (two processes never train in one
+        folder), then clear what a killed writer left behind."""
+        try:
+            self.lock = RunFolderLock(run_dir).acquire()
+        except RunFolderBusy as busy:
+            print(f"error: {busy}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_RUN_FOLDER_BUSY) from None
+        for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+            for stale in remove_stale_temporaries(folder):
+                warn(f"removed {stale}, a partial write left by a killed process")
+
+    @property
+    def resuming(self) -> bool:
+        return self.checkpoint is not None
+
+    def task_buffer(self, tasks: TaskSpec) -> MultiTaskReplayBuffer:
+        """Per-task replay data (column k: task k), capped at what the run can ever store."""
+        return MultiTaskReplayBuffer(
+            min(self.args.buffer_size, self.args.total_timesteps // tasks.num_tasks + 1),
+            tasks.observation_space,
+            tasks.action_space,
+            num_tasks=tasks.num_tasks,
+            device=self.device,
+        )
+
+    # -- checkpoint I/O ---------------------------------------------------------------------
+    def load(self, objects: dict[str, Any]) -> dict[str, Any]:
+        """Load the checkpoint into the script's objects and restore the RNG states.
+
+        Modules and optimisers load their state dicts in place, tensors are copied in place;
+        anything else (a replay buffer) comes back replaced by the checkpoint's object, together
+        with the checkpoint's ``envs`` and ``obs`` (the environments continue bit for bit).
+        """
+        if self.checkpoint is None:
+            raise RuntimeError("load() needs a run started with --resume")
+        loaded = {}
+        for name, obj in objects.items():
+            saved = self.checkpoint[name]
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(saved)
+            elif isinstance(obj, torch.Tensor):
+                with torch.no_grad():
+                    obj.copy_(saved)
+            else:
+                obj = saved
+            loaded[name] = obj
+        loaded["envs"], loaded["obs"] = self.checkpoint["envs"], self.checkpoint["obs"]
+        set_rng_state(self.checkpoint["rng"])
+        return loaded
+
+    def save(self, objects: dict[str, Any]) -> Path:
+        """Checkpoint the script's objects (networks, optimisers, buffer, ``envs``, ``obs``)
+        with the run's counters, configuration and RNG states; keep the newest K."""
+        path = checkpoint_path(self.run_dir / "checkpoints", self.global_step)
+        payload = {}
+        for name, obj in objects.items():
+            payload[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj
+            if isinstance(obj, torch.Tensor):
+                payload[name] = obj.detach().clone()
+        payload.update({name: getattr(self, name) for name in COUNTERS})
+        payload.update({"args": asdict(self.args), "script": script_name(self.args)})
+        save_checkpoint(path, payload)
+        if self.args.keep_checkpoints > 0:
+            # Long runs checkpoint often; older files are only needed for forensics.
+            for old in saved_checkpoints(path.parent)[: -self.args.keep_checkpoints]:
+                old.unlink()
+        return path
+
+    # -- every step -------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.global_step >= self.args.total_timesteps
+
+    @property
+    def sps(self) -> int:
+        return int((self.global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def record_step(self, next_obs, rewards, terminations, truncations, infos) -> np.ndarray:
+        """Count the step, log finished episodes; return next observations with the true final
+        observation of every episode that just ended (for bootstrapping)."""
+        n = len(rewards)
+        if self.episode_return is None:
+            self.episode_return, self.episode_length = np.zeros(n), np.zeros(n, dtype=int)
+        self.num_envs = n
+        self.global_step += n
+        self.bar.update(n)
+        self.episode_return += rewards
+        self.episode_length += 1
+        dones = terminations | truncations
+        real_next_obs = next_obs.copy()
+        if dones.any():
+            real_next_obs[dones] = np.stack(infos["final_obs"][dones])
+            success = infos["final_info"]["episode_success"][dones]
+            self.logger.scalars(
+                {
+                    "charts/episodic_return": float(self.episode_return[dones].mean()),
+                    "charts/episodic_length": float(self.episode_length[dones].mean()),
+                    "charts/episode_success": float(success.mean()),
+                },
+                self.global_step,
+            )
+            self.episode_return[dones], self.episode_length[dones] = 0.0, 0
+        if self.global_step >= self.args.learning_starts:
+            self.update_credit += self.args.updates_per_step
+            if self.training_clock is None:
+                self.training_clock = (time.perf_counter(), self.global_step, 0.0)
+        return real_next_obs
+
+    def updates_due(self) -> int:
+        """Gradient steps owed at the paper's ratio of updates to env steps (credit carries)."""
+        due = int(self.update_credit)
+        self.update_credit -= due
+        return due
+
+    def should_log(self) -> bool:
+        """True once per env step that crosses a multiple of ``log_every``."""
+        if self.global_step % self.args.log_every >= self.num_envs:
+            return False
+        if getattr(self, "_logged_step", None) == self.global_step:
+            return False
+        self._logged_step = self.global_step
+        return True
+
+    def log_losses(self, metrics: dict[str, float]) -> None:
+        self.logger.scalars({**metrics, "charts/SPS": self.sps}, self.global_step)
+
+    def evaluation_due(self) -> bool:
+        """True (once) when the evaluation schedule says so; also refreshes the progress bar."""
+        self.bar.set_postfix(SPS=self.sps, success=f"{self.last_success:.2f}", refresh=False)
+        if self.global_step < self.next_eval:
+            return False
+        self.next_eval += self.args.eval_every
+        return True
+
+    def checkpoint_due(self) -> bool:
+        """True (once) when the checkpoint schedule says so."""
+        if self.next_checkpoint is None or self.global_step < self.next_checkpoint:
+            return False
+        self.next_checkpoint += self.args.checkpoint_every
+        return True
+
+    # -- evaluation and the end -------------------------------------------------------------
+    def evaluate(self, eval_policy: Callable, envs) -> float:
+        """Each task's OWN deterministic policy, by the field's protocol (qmp_envs); logs the
+        QMP selection matrix of the interval and starts a new one."""
+        args, step = self.args, self.global_step
+        eval_start = time.perf_counter()
+        video_dir = self.run_dir / "videos" / f"step_{step}" if args.capture_video else None
+        result = qmp_envs.evaluate_policy(
+            eval_policy,
+            args.env_id,
+            episodes_per_task=args.eval_episodes,
+            seed=args.seed + 10_000,
+            env_kwargs=self.env_kwargs,
+            video_dir=video_dir,
+        )
+        self.logger.eval_row(result.as_dict(), step)
+        self.logger.selection(envs.selection_matrix(), envs.candidate_names, step)
+        envs.reset_selection_stats()
+        self.last_success, self.last_eval_step = result.mean_success, step
+        if self.training_clock is not None:
+            start, start_step, eval_seconds = self.training_clock
+            eval_seconds += time.perf_counter() - eval_start
+            self.training_clock = (start, start_step, eval_seconds)
+        return result.mean_success
+
+    def training_sps(self) -> float | None:
+        """Env steps/s since gradient updates began, evaluation time excluded."""
+        if self.training_clock is None:
+            return None
+        start, start_step, eval_seconds = self.training_clock
+        elapsed = time.perf_counter() - start - eval_seconds
+        return (self.global_step - start_step) / max(elapsed, 1e-9)
+
+    def finish(self, eval_policy: Callable, envs, objects: dict[str, Any]) -> Path:
+        """The final evaluation and checkpoint, then the "finished" marker ``timing.json``."""
+        self.bar.close()
+        sps = self.training_sps()
+        if self.last_eval_step != self.global_step:
+            self.evaluate(eval_policy, envs)
+        self.save(objects)
+        envs.close()
+        self.logger.close()
+        # Written last: a run killed before this line is resumed, not counted as done.
+        timing = {"env_steps": self.global_step, "sps_after_learning_starts": sps}
+        atomic_write_text(self.run_dir / "timing.json", json.dumps(timing))
+        if self.lock is not None:
+            self.lock.release()
+        print(f"done: {self.global_step} env steps; metrics in {self.run_dir / 'metrics.csv'}")
+        return self.run_dir
+
+
+def plot_demo(run_dir: Path) -> None:
+    from qmp_experiments.plot import plot_runs
+
+    for path in plot_runs([run_dir], run_dir):
+        print(f"plot: {path}")
