@@ -25,8 +25,9 @@ import torch
 
 from cleanrl_qmp import sac_qmp
 from cleanrl_qmp.config import PRESETS
-from cleanrl_qmp.harness import TaskSpec, TrainingRun
+from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC
+from cleanrl_qmp.tasks import TaskSpec
 from qmp_wrappers import QMPBehaviorWrapper, QMPReplayBuffer
 
 

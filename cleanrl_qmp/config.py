@@ -5,8 +5,13 @@ and what is allowed).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from cleanrl_qmp.run_files import RunFolderLock
 
 
 @dataclass(frozen=True)
@@ -242,3 +247,17 @@ def resume_conflicts(given: BaseArgs, saved: BaseArgs) -> list[str]:
             else:
                 conflicts.append(f"{flag(f.name)} {value!r}: the checkpoint's run has {theirs!r}")
     return conflicts
+
+
+def refuse(what: str, problems: list[str], lock: RunFolderLock | None = None) -> None:
+    """Stop before the run touches anything: print each problem and exit with status 2."""
+    if lock is not None:
+        lock.release()
+    lines = "\n".join(f"  {p}" for p in problems)
+    print(f"error: {what}:\n{lines}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def script_name(args: BaseArgs) -> str:
+    """The file name of the script whose ``Args`` these are (``sac_qmp.py``)."""
+    return Path(sys.modules[type(args).__module__].__file__).name

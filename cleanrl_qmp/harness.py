@@ -26,7 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,11 @@ from cleanrl_qmp.config import (
     DEMO,
     RESUMABLE_FLAGS,
     BaseArgs,
+    refuse,
     registered_qmp_ids,
     resolve_preset,
     resume_conflicts,
+    script_name,
 )
 from cleanrl_qmp.run_files import (
     EXIT_RUN_FOLDER_BUSY,
@@ -60,6 +62,7 @@ from cleanrl_qmp.run_files import (
     remove_stale_temporaries,
 )
 from cleanrl_qmp.run_logging import RunLogger
+from cleanrl_qmp.tasks import TaskSpec
 from qmp_wrappers import MultiTaskReplayBuffer
 
 # The counters a checkpoint carries besides the script's objects.
@@ -79,55 +82,6 @@ def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = torch_deterministic
-
-
-@dataclass
-class TaskSpec:
-    """What the scripts need to know about a multi-task environment."""
-
-    num_tasks: int
-    task_names: list[str]
-    feature_dim: int
-    feature_mask: np.ndarray
-    min_reward: float
-    observation_space: gym.spaces.Box
-    action_space: gym.spaces.Box
-
-    @property
-    def action_dim(self) -> int:
-        return int(self.action_space.shape[0])
-
-    @classmethod
-    def of(cls, envs: gym.vector.VectorEnv) -> TaskSpec:
-        """Read from a ``qmp/`` vector env (one sub-env per task), wrapped or not."""
-        first = envs.get_attr("unwrapped")[0] if hasattr(envs, "get_attr") else envs.unwrapped
-        spec = cls(
-            num_tasks=int(first.num_tasks),
-            task_names=list(first.task_names),
-            feature_dim=int(first.feature_dim),
-            feature_mask=np.asarray(first.agent_feature_mask),
-            min_reward=float(first.min_reward),
-            observation_space=envs.single_observation_space,
-            action_space=envs.single_action_space,
-        )
-        space = spec.action_space
-        if not (np.all(space.low == -1) and np.all(space.high == 1)):
-            raise ValueError(f"the scripts expect actions in [-1, 1], got {space}")
-        return spec
-
-
-def refuse(what: str, problems: list[str], lock: RunFolderLock | None = None) -> None:
-    """Stop before the run touches anything: print each problem and exit with status 2."""
-    if lock is not None:
-        lock.release()
-    lines = "\n".join(f"  {p}" for p in problems)
-    print(f"error: {what}:\n{lines}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-def script_name(args: BaseArgs) -> str:
-    """The file name of the script whose ``Args`` these are (``sac_qmp.py``)."""
-    return Path(sys.modules[type(args).__module__].__file__).name
 
 
 def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: torch.device):

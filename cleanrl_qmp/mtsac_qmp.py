@@ -22,13 +22,14 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.config import BaseArgs
-from cleanrl_qmp.harness import TaskSpec, TrainingRun, deterministic_policy
+from cleanrl_qmp.harness import TrainingRun, deterministic_policy
 from cleanrl_qmp.networks import (
     MultiHeadActor,
     MultiHeadTwinCritic,
     soft_update,
     task_ids_of,
 )
+from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs import helper_policies
 from qmp_wrappers import QMPBehaviorWrapper, QMPReplayBuffer
 
