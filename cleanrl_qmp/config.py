@@ -90,6 +90,12 @@ class BaseArgs:
     """environment fidelity switch: "official" reproduces the paper's environments"""
     run_dir: str | None = None
     """output folder (default: runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time})"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "qmp"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
 
     # Algorithm; None takes the environment's preset (cleanrl_qmp.config.PRESETS).
     total_timesteps: int | None = None
@@ -169,7 +175,16 @@ DEMO = {
 
 # Flags a resume may change: the budget, and how the rest of the run is shown and kept.
 RESUMABLE_FLAGS = frozenset(
-    {"total_timesteps", "progress", "resume", "keep_checkpoints", "log_every"}
+    {
+        "total_timesteps",
+        "progress",
+        "resume",
+        "keep_checkpoints",
+        "log_every",
+        "track",
+        "wandb_project_name",
+        "wandb_entity",
+    }
 )
 
 

@@ -137,6 +137,8 @@ class TrainingRun:
             for name in COUNTERS:
                 setattr(self, name, self.checkpoint[name])
         self.last_success = float("nan")
+        if args.track:  # before the TensorBoard writer exists, so wandb can mirror it
+            self._start_wandb()
         resume_step = self.global_step if self.checkpoint is not None else None
         self.logger = RunLogger(self.run_dir, args, resume_step=resume_step)
         if resume_step is not None:
@@ -203,6 +205,28 @@ class TrainingRun:
         for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
             for stale in remove_stale_temporaries(folder):
                 warn(f"removed {stale}, a partial write left by a killed process")
+
+    def _start_wandb(self) -> None:
+        """CleanRL's tracking: a wandb run mirroring the TensorBoard scalars. A resumed run
+        continues the same wandb run (its id is kept in the run folder)."""
+        import uuid
+
+        import wandb
+
+        id_file = self.run_dir / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:16]
+        atomic_write_text(id_file, run_id)
+        wandb.init(
+            project=self.args.wandb_project_name,
+            entity=self.args.wandb_entity,
+            sync_tensorboard=True,
+            config=asdict(self.args),
+            name=self.run_dir.name,
+            id=run_id,
+            resume="allow",
+            dir=str(self.run_dir),
+            save_code=False,
+        )
 
     @property
     def resuming(self) -> bool:
@@ -376,6 +400,10 @@ class TrainingRun:
         self.save(objects)
         envs.close()
         self.logger.close()
+        if self.args.track:
+            import wandb
+
+            wandb.finish()
         # Written last: a run killed before this line is resumed, not counted as done.
         timing = {"env_steps": self.global_step, "sps_after_learning_starts": sps}
         atomic_write_text(self.run_dir / "timing.json", json.dumps(timing))
