@@ -28,7 +28,8 @@ from cleanrl_qmp.config import PRESETS
 from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC
 from cleanrl_qmp.tasks import TaskSpec
-from qmp_wrappers import QMPBehaviorWrapper, QMPReplayBuffer
+from qmp_wrappers import QMPReplayBuffer
+from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
 def build_run(env_id: str, folder: Path) -> tuple[TrainingRun, dict]:

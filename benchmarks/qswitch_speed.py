@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cleanrl_qmp.networks import LOG_STD_MAX, LOG_STD_MIN, EnsembleActor, TaskFeatures, TwinCritic
-from qmp_wrappers import QMPBehaviorWrapper
+from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
 class RandomTaskVectorEnv(gym.vector.VectorEnv):
@@ -184,13 +184,13 @@ def bench(num_tasks: int, feature_dim: int, action_dim: int, repeats: int, scori
 
     # Same weights, same rule: the choices must agree (the "original" rule scores means only).
     if scoring == "original":
-        _, ours = env._select(agent_actions)
+        _, ours = env.qmp.select(agent_actions)
         with torch.no_grad():
             _, network_loop = loop_select(obs_t, agent_t, actors, critics1, critics2, scoring)
             _, per_env = per_env_select(obs_t, agent_t, actors, critics1, critics2, scoring)
         assert ours.tolist() == network_loop == per_env, (ours, network_loop, per_env)
 
-    batched = time_per_call(lambda: env._select(agent_actions), repeats)
+    batched = time_per_call(lambda: env.qmp.select(agent_actions), repeats)
 
     def loop():
         with torch.no_grad():

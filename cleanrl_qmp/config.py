@@ -130,6 +130,9 @@ class BaseArgs:
     """softmax temperature when --qmp-mixture softmax"""
     qmp_hold_steps: int = 1
     """keep the selected policy this many steps (1: switch every step, the paper's H = 1)"""
+    qmp_after_learning_starts: bool = False
+    """keep QMP off until --learning-starts steps (off by default: the committed results and
+    golden runs were made with QMP from the first step)"""
     qmp_helpers: tuple[str, ...] = ()
     """fixed helper policies added to every task's candidates (PointReach: up, right, ...)"""
 
@@ -199,11 +202,9 @@ def check(problems: list[str], ok: bool, name: str, value: Any, allowed: str) ->
 
 
 def registered_qmp_ids() -> list[str]:
-    import gymnasium as gym
+    from qmp_envs.suites import SUITES  # no env is built (nor MuJoCo imported) to check an id
 
-    import qmp_envs  # noqa: F401 - registers the ids
-
-    return sorted(i for i in gym.registry if i.startswith("qmp/"))
+    return sorted(SUITES)
 
 
 def base_problems(args: BaseArgs) -> list[str]:

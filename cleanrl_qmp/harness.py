@@ -30,7 +30,6 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -63,6 +62,7 @@ from cleanrl_qmp.run_files import (
 )
 from cleanrl_qmp.run_logging import RunLogger
 from cleanrl_qmp.tasks import TaskSpec
+from qmp_envs.suites import suite_facts
 from qmp_wrappers import MultiTaskReplayBuffer
 
 # The counters a checkpoint carries besides the script's objects.
@@ -124,9 +124,7 @@ class TrainingRun:
             self._lock_run_folder(self.run_dir)
         seed_everything(args.seed, args.torch_deterministic)
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-        probe = gym.make(args.env_id)
-        self.env_kwargs = {"compat": args.env_compat} if hasattr(probe.unwrapped, "compat") else {}
-        probe.close()
+        self.env_kwargs = suite_facts(args.env_id).env_kwargs(args.env_compat)
 
         self.global_step, self.update_credit = 0, 0.0
         self.episode_return: np.ndarray | None = None

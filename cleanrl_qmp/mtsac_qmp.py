@@ -31,7 +31,8 @@ from cleanrl_qmp.networks import (
 )
 from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs import helper_policies
-from qmp_wrappers import QMPBehaviorWrapper, QMPReplayBuffer
+from qmp_wrappers import QMPReplayBuffer
+from qmp_wrappers.vector import QMPBehaviorWrapper
 
 # The paper re-tuned its parameter-sharing runs; only Reacher's values are known (spec 10.2).
 MTSAC_PRESETS = {"qmp/MultistageReacher-v0": {"learning_rate": 1e-3, "hidden": (512, 512)}}
@@ -63,6 +64,7 @@ def main(args: Args) -> Path:
         mixture=args.qmp_mixture,
         temperature=args.qmp_temperature,
         hold_steps=args.qmp_hold_steps,
+        start_step=args.learning_starts if args.qmp_after_learning_starts else 0,
         extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
         seed=args.seed,
     )

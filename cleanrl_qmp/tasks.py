@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from qmp_envs.suites import SUITES
+
 
 @dataclass
 class TaskSpec:
@@ -26,14 +28,18 @@ class TaskSpec:
 
     @classmethod
     def of(cls, envs: gym.vector.VectorEnv) -> TaskSpec:
-        """Read from a ``qmp/`` vector env (one sub-env per task), wrapped or not."""
-        first = envs.get_attr("unwrapped")[0] if hasattr(envs, "get_attr") else envs.unwrapped
+        """The suite facts of a ``qmp/`` vector env (one sub-env per task), wrapped or not."""
+        if envs.spec is None or envs.spec.id not in SUITES:
+            raise ValueError(
+                f"expected a vector env made by gym.make_vec of a qmp/ id, got spec {envs.spec}"
+            )
+        facts = SUITES[envs.spec.id]
         spec = cls(
-            num_tasks=int(first.num_tasks),
-            task_names=list(first.task_names),
-            feature_dim=int(first.feature_dim),
-            feature_mask=np.asarray(first.agent_feature_mask),
-            min_reward=float(first.min_reward),
+            num_tasks=facts.num_tasks,
+            task_names=list(facts.task_names),
+            feature_dim=facts.feature_dim,
+            feature_mask=facts.agent_feature_mask,
+            min_reward=facts.min_reward,
             observation_space=envs.single_observation_space,
             action_space=envs.single_action_space,
         )

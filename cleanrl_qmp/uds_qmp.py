@@ -23,7 +23,7 @@ from cleanrl_qmp.harness import TrainingRun, deterministic_policy
 from cleanrl_qmp.networks import PerTaskSAC, soft_update
 from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs import helper_policies
-from qmp_wrappers import QMPBehaviorWrapper
+from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
 @dataclass
@@ -71,6 +71,7 @@ def main(args: Args) -> Path:
         mixture=args.qmp_mixture,
         temperature=args.qmp_temperature,
         hold_steps=args.qmp_hold_steps,
+        start_step=args.learning_starts if args.qmp_after_learning_starts else 0,
         extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
         seed=args.seed,
     )

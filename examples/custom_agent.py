@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 import qmp_envs  # noqa: F401  (registers the qmp/ ids)
-from qmp_wrappers import QMPBehaviorWrapper
+from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
 class LinearTaskAgent:

@@ -9,12 +9,14 @@
 from qmp_envs.evaluation import EvalResult, evaluate_policy
 from qmp_envs.multitask import MujocoMultiTaskEnv, MultiTaskEnv
 from qmp_envs.point_reach import FixedDirectionPolicy, helper_policies
-from qmp_envs.registration import SUITES, make_task_vector_env, register_suites
+from qmp_envs.registration import make_task_vector_env, register_suites
+from qmp_envs.suites import SUITES, SuiteFacts, suite_facts
 
 register_suites()
 
 __all__ = [
     "SUITES",
+    "SuiteFacts",
     "EvalResult",
     "FixedDirectionPolicy",
     "MujocoMultiTaskEnv",
@@ -23,4 +25,5 @@ __all__ = [
     "helper_policies",
     "make_task_vector_env",
     "register_suites",
+    "suite_facts",
 ]

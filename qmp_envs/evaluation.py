@@ -14,6 +14,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from qmp_envs.suites import suite_facts
+
 
 @dataclass
 class EvalResult:
@@ -79,16 +81,14 @@ def evaluate_policy(
     [1.0]
     """
     env_kwargs = dict(env_kwargs or {})
-    probe = gym.make(env_id, **env_kwargs)
-    unwrapped = probe.unwrapped
-    if getattr(unwrapped, "has_eval_split", False):
+    facts = suite_facts(env_id)
+    if facts.has_eval_split:
         # Families with separate evaluation goals (Meta-World) are evaluated on them.
         env_kwargs.setdefault("split", "eval")
-    task_names = list(unwrapped.task_names)
-    info_keys = tuple(getattr(unwrapped, "eval_info_keys", ()))
+    task_names = list(facts.task_names)
+    info_keys = facts.eval_info_keys
     if episodes_per_task is None:
-        episodes_per_task = int(getattr(unwrapped, "default_eval_episodes", 10))
-    probe.close()
+        episodes_per_task = facts.eval_episodes
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     tasks = list(range(len(task_names))) if tasks is None else [int(t) for t in tasks]

@@ -79,7 +79,7 @@ def gaussian_tolerance(
     return math.exp(-0.5 * ((x - upper) / margin * scale) ** 2)
 
 
-class KitchenMTEasyEnv(MujocoMultiTaskEnv):
+class KitchenMTEasyEnv(MujocoMultiTaskEnv, suite="qmp/KitchenMTEasy-v0"):
     """Ten tasks, one kitchen element each, starting opposite to its goal; 140 steps.
 
     Observation (60 + 10): noisy robot qpos (9), noisy object qpos (21), a 30-dim goal vector.
@@ -98,12 +98,6 @@ class KitchenMTEasyEnv(MujocoMultiTaskEnv):
     ((70,), 0.37)
     """
 
-    task_names = [task[0] for task in KITCHEN_TASKS]
-    feature_dim = 60
-    action_dim = 9
-    agent_feature_mask = np.ones(60, dtype=bool)
-    min_reward = -20.0
-    default_eval_episodes = 5
     frame_skip = 40
 
     def __init__(self, compat: str = "fixed", goal_vector: str | None = None, **kwargs):

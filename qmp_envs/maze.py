@@ -92,7 +92,7 @@ def maze_xml(layout: list[str] = LARGE_MAZE) -> str:
 """
 
 
-class MazeLargeEnv(MujocoMultiTaskEnv):
+class MazeLargeEnv(MujocoMultiTaskEnv, suite="qmp/MazeLarge10-v0"):
     """Point mass in the large maze; reward ``exp(-d) - 1``; success and termination at d <= 0.5.
 
     Features are ``[x, y, vx, vy]`` after the step; the goal is not observed, only the one-hot.
@@ -104,11 +104,6 @@ class MazeLargeEnv(MujocoMultiTaskEnv):
     ((14,), True)
     """
 
-    task_names = [f"maze-{s[0]}{s[1]}-to-{g[0]}{g[1]}" for s, g in MAZE_TASKS]
-    feature_dim = 4
-    action_dim = 2
-    agent_feature_mask = np.ones(4, dtype=bool)
-    min_reward = -1.0
     frame_skip = 1
 
     def __init__(self, **kwargs):

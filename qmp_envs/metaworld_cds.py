@@ -134,7 +134,7 @@ def cds_variations(task_id: int, seed: int, low, high) -> np.ndarray:
     return rng.uniform(low, high, size=(NUM_VARIATIONS, 3))
 
 
-class MetaWorldCDSEnv(MetaWorldSuiteEnv):
+class MetaWorldCDSEnv(MetaWorldSuiteEnv, suite="qmp/MetaWorldCDS-v0"):
     """Door-open, door-close, drawer-open and drawer-close in one scene with both objects.
 
     Observation (21 + 4): hand (3), gripper opening (1), drawer handle (3), drawer quaternion
@@ -147,9 +147,6 @@ class MetaWorldCDSEnv(MetaWorldSuiteEnv):
     ((25,), 'drawer-open')
     """
 
-    task_names = ["door-open", "door-close", "drawer-open", "drawer-close"]
-    feature_dim = 21
-    agent_feature_mask = np.ones(21, dtype=bool)
     _classes: list[type] | None = None
 
     def _make_task_env(self, task_id: int, **kwargs: Any):

@@ -19,30 +19,11 @@ import mujoco
 import numpy as np
 
 from qmp_envs.multitask import MultiTaskEnv, validate_choice
+from qmp_envs.suites import SUITES
 
-MT10_TASKS = [
-    "reach",
-    "push",
-    "pick-place",
-    "door-open",
-    "drawer-open",
-    "drawer-close",
-    "button-press-topdown",
-    "peg-insert-side",
-    "window-open",
-    "window-close",
-]
-# The original's one-hot order (the benchmark dictionary at Meta-World commit 04be337).
-MT50_TASKS = (
-    "assembly basketball bin-picking box-close button-press-topdown button-press-topdown-wall "
-    "button-press button-press-wall coffee-button coffee-pull coffee-push dial-turn disassemble "
-    "door-close door-lock door-open door-unlock hand-insert drawer-close drawer-open faucet-open "
-    "faucet-close hammer handle-press-side handle-press handle-pull-side handle-pull lever-pull "
-    "peg-insert-side pick-place-wall pick-out-of-hole reach push-back push pick-place plate-slide "
-    "plate-slide-side plate-slide-back plate-slide-back-side peg-unplug-side soccer stick-push "
-    "stick-pull push-wall reach-wall shelf-place sweep-into sweep window-open window-close"
-).split()
-BENCHMARKS = {"MT10": MT10_TASKS, "MT50": MT50_TASKS}
+BENCHMARKS = {"MT10": "qmp/MetaWorldMT10-v0", "MT50": "qmp/MetaWorldMT50-v0"}
+MT10_TASKS = list(SUITES[BENCHMARKS["MT10"]].task_names)
+MT50_TASKS = list(SUITES[BENCHMARKS["MT50"]].task_names)
 EVAL_SEED_OFFSET = 100
 NUM_VARIATIONS = 50
 SPLITS = ("train", "eval")
@@ -66,10 +47,6 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
     task's env (:meth:`_make_task_env`) and how to apply a variation (:meth:`_set_variation`).
     """
 
-    action_dim = 4
-    min_reward = 0.0
-    default_eval_episodes = NUM_VARIATIONS
-    has_eval_split = True
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
     def __init__(
@@ -218,12 +195,9 @@ class MetaWorldMTEnv(MetaWorldSuiteEnv):
     ((49,), 'reach')
     """
 
-    feature_dim = 39
-    agent_feature_mask = np.ones(39, dtype=bool)
-
     def __init__(self, benchmark: str = "MT10", **kwargs: Any):
         validate_choice("benchmark", benchmark, tuple(BENCHMARKS))
-        self.task_names = list(BENCHMARKS[benchmark])
+        self._use_facts(SUITES[BENCHMARKS[benchmark]])
         self.benchmark = benchmark
         super().__init__(**kwargs)
 

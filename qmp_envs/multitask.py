@@ -16,6 +16,8 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from qmp_envs.suites import SUITES, SuiteFacts
+
 TASK_SCHEDULES = ("cycle", "random")
 #: Bound for features that are unbounded in principle: finite, so Gymnasium's checker accepts the
 #: space, and never reached by a float32 observation that is itself finite.
@@ -42,11 +44,27 @@ def resolve_flag(name: str, value: Any, compat: str, official: Any, fixed: Any, 
     return validate_choice(name, value, choices)
 
 
+def _attributes_from(facts: SuiteFacts) -> dict[str, Any]:
+    return {
+        "facts": facts,
+        "task_names": list(facts.task_names),
+        "feature_dim": facts.feature_dim,
+        "action_dim": facts.action_dim,
+        "agent_feature_mask": facts.agent_feature_mask,
+        "min_reward": facts.min_reward,
+        "eval_info_keys": facts.eval_info_keys,
+        "default_eval_episodes": facts.eval_episodes,
+        "has_eval_split": facts.has_eval_split,
+    }
+
+
 class MultiTaskEnv(gym.Env):
     """Base class: N tasks behind one Gymnasium interface.
 
-    Subclasses set ``task_names``, ``feature_dim``, ``action_dim``, ``agent_feature_mask`` and
-    ``min_reward`` and implement ``_reset_task`` and ``_step_task``.
+    A subclass names its suite (``class MyEnv(MultiTaskEnv, suite="qmp/My-v0")``), whose frozen
+    description in :mod:`qmp_envs.suites` supplies ``task_names``, ``feature_dim``,
+    ``action_dim``, ``agent_feature_mask``, ``min_reward`` and the evaluation constants, and
+    implements ``_reset_task`` and ``_step_task``.
 
     Args:
         task: ``None`` to change task at every reset (see ``task_schedule``), or an int to pin
@@ -74,6 +92,20 @@ class MultiTaskEnv(gym.Env):
     default_eval_episodes: int = 10
     #: True where the family has separate train and eval instances (``split="eval"``).
     has_eval_split: bool = False
+
+    #: The suite's frozen description (set by ``suite=`` or :meth:`_use_facts`).
+    facts: SuiteFacts
+
+    def __init_subclass__(cls, suite: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if suite is not None:
+            for name, value in _attributes_from(SUITES[suite]).items():
+                setattr(cls, name, value)
+
+    def _use_facts(self, facts: SuiteFacts) -> None:
+        """For a class that serves several ids (Meta-World MT10/MT50): this instance's facts."""
+        for name, value in _attributes_from(facts).items():
+            setattr(self, name, value)
 
     def __init__(
         self,
@@ -152,7 +184,8 @@ class MultiTaskEnv(gym.Env):
         info["task_id"] = self.task_id
         info["success"] = success
         info["episode_success"] = self._episode_success
-        return self._observation(features), float(reward), bool(terminated), False, info
+        truncated = self._time_limit_reached(bool(terminated))
+        return self._observation(features), float(reward), bool(terminated), truncated, info
 
     def _validate_action(self, action) -> np.ndarray:
         try:
@@ -169,6 +202,11 @@ class MultiTaskEnv(gym.Env):
         # The original pipeline clipped every family's actions to [-1, 1] in a wrapper.
         # (Two ufuncs instead of np.clip: this is the hot path of every env step.)
         return np.minimum(np.maximum(action, -1.0), 1.0)
+
+    def _time_limit_reached(self, terminated: bool) -> bool:
+        """Truncation the env signals itself; the registration's ``TimeLimit`` does it for every
+        family except those whose facts say ``env_owns_time_limit`` (Walker)."""
+        return False
 
     # -- to implement ----------------------------------------------------------------------
     def _reset_task(self, task_id: int) -> tuple[np.ndarray, dict]:

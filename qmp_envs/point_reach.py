@@ -25,7 +25,7 @@ HELPER_DIRECTIONS: dict[str, tuple[float, float]] = {
 }
 
 
-class PointReachEnv(MultiTaskEnv):
+class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
     """Kinematic point mass: ``p <- clip(p + 0.5 * a, 0, 10)``; reward 1 on entering the goal.
 
     Args:
@@ -39,11 +39,6 @@ class PointReachEnv(MultiTaskEnv):
     ((3,), 0)
     """
 
-    task_names = ["reach-top-right"]
-    feature_dim = 2
-    action_dim = 2
-    agent_feature_mask = np.array([True, True])
-    min_reward = 0.0
     feature_bounds = (0.0, 1.0)
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 

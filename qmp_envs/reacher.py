@@ -28,13 +28,6 @@ TASK_STAGES = [
     ("g1", "g2", "g0"),
     ("stay", "stay", "stay"),
 ]
-TASK_NAMES = [
-    "reach-g0-g1-g2",
-    "reach-g0-g1-g3-shifted",
-    "reach-g1-g3-g2",
-    "reach-g1-g2-g0-sparse",
-    "stay",
-]
 SHIFTED_TASK, SPARSE_TASK, STAY_TASK = 1, 3, 4
 
 ACTION_PENALTY = 0.01
@@ -194,7 +187,7 @@ def jaco_reacher_xml() -> str:
 """
 
 
-class MultistageReacherEnv(MujocoMultiTaskEnv):
+class MultistageReacherEnv(MujocoMultiTaskEnv, suite="qmp/MultistageReacher-v0"):
     """Five reaching tasks for one arm: four three-subgoal sequences and a "stay" task.
 
     Observation (18 features + 5 one-hot): joint qpos (6), qvel (6), stage one-hot (3), hand
@@ -215,12 +208,6 @@ class MultistageReacherEnv(MujocoMultiTaskEnv):
     ((23,), 3, 0)
     """
 
-    task_names = TASK_NAMES
-    feature_dim = 18
-    action_dim = 6
-    agent_feature_mask = np.array([True] * 15 + [False] * 3)
-    min_reward = -5.0
-    eval_info_keys = ("task_complete",)
     frame_skip = 4
 
     def __init__(

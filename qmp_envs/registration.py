@@ -7,47 +7,12 @@ env whose sub-env k is pinned to task ``k mod N`` (one sub-env per task by defau
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-
-@dataclass(frozen=True)
-class SuiteInfo:
-    env_id: str
-    entry_point: str
-    num_tasks: int
-    max_episode_steps: int
-    kwargs: dict = field(default_factory=dict)
-
-
-SUITES: dict[str, SuiteInfo] = {
-    info.env_id: info
-    for info in [
-        SuiteInfo("qmp/PointReach-v0", "qmp_envs.point_reach:PointReachEnv", 1, 50),
-        SuiteInfo("qmp/MultistageReacher-v0", "qmp_envs.reacher:MultistageReacherEnv", 5, 200),
-        SuiteInfo("qmp/MazeLarge10-v0", "qmp_envs.maze:MazeLargeEnv", 10, 600),
-        SuiteInfo("qmp/Walker2dMT4-v0", "qmp_envs.walker:Walker2dMTEnv", 4, 1000),
-        SuiteInfo("qmp/KitchenMTEasy-v0", "qmp_envs.kitchen:KitchenMTEasyEnv", 10, 140),
-        SuiteInfo("qmp/MetaWorldCDS-v0", "qmp_envs.metaworld_cds:MetaWorldCDSEnv", 4, 500),
-        SuiteInfo(
-            "qmp/MetaWorldMT10-v0",
-            "qmp_envs.metaworld_suites:MetaWorldMTEnv",
-            10,
-            500,
-            {"benchmark": "MT10"},
-        ),
-        SuiteInfo(
-            "qmp/MetaWorldMT50-v0",
-            "qmp_envs.metaworld_suites:MetaWorldMTEnv",
-            50,
-            500,
-            {"benchmark": "MT50"},
-        ),
-    ]
-}
+from qmp_envs.suites import SUITES, suite_facts
 
 
 def make_task_vector_env(
@@ -64,7 +29,7 @@ def make_task_vector_env(
     sub-env per task). For off-policy training prefer ``autoreset_mode=AutoresetMode.SAME_STEP``
     so the final observation of a truncated episode is available for bootstrapping.
     """
-    num_tasks = SUITES[env_id].num_tasks
+    num_tasks = suite_facts(env_id).num_tasks
     if num_envs == 1:
         num_envs = num_tasks
     if not isinstance(num_envs, int) or num_envs < 1 or num_envs % num_tasks:
@@ -83,14 +48,27 @@ def make_task_vector_env(
     return vector_classes[vector_strategy](env_fns, autoreset_mode=AutoresetMode(autoreset_mode))
 
 
+def vector_entry_point_name(env_id: str) -> str:
+    """The module attribute that builds ``env_id``'s vector env, e.g. ``make_vec_PointReach_v0``.
+
+    Registered as a string (``"qmp_envs.registration:make_vec_PointReach_v0"``) rather than a
+    ``partial``, so ``gym.spec(env_id).to_json()`` works.
+    """
+    return "make_vec_" + env_id.split("/", 1)[1].replace("-", "_")
+
+
+for _env_id in SUITES:
+    globals()[vector_entry_point_name(_env_id)] = partial(make_task_vector_env, _env_id)
+
+
 def register_suites() -> None:
-    for info in SUITES.values():
-        if info.env_id in gym.registry:
+    for facts in SUITES.values():
+        if facts.env_id in gym.registry:
             continue
         gym.register(
-            id=info.env_id,
-            entry_point=info.entry_point,
-            vector_entry_point=partial(make_task_vector_env, info.env_id),
-            max_episode_steps=info.max_episode_steps,
-            kwargs=dict(info.kwargs),
+            id=facts.env_id,
+            entry_point=facts.entry_point,
+            vector_entry_point=f"{__name__}:{vector_entry_point_name(facts.env_id)}",
+            max_episode_steps=None if facts.env_owns_time_limit else facts.max_episode_steps,
+            kwargs=dict(facts.kwargs),
         )

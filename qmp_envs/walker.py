@@ -16,10 +16,8 @@ import numpy as np
 from qmp_envs.multitask import COMPAT_MODES, MujocoMultiTaskEnv, resolve_flag, validate_choice
 
 WALKER_V5_XML = Path(gymnasium.envs.mujoco.__file__).parent / "assets" / "walker2d_v5.xml"
-TASK_NAMES = ["forward", "backward", "balance", "crawl"]
 FORWARD, BACKWARD, BALANCE, CRAWL = range(4)
 TARGET_SPEED = 3.0
-HORIZON = 1000
 CEILING_POS = (8.0, 0.0, 1.0)
 # (name, half-size, centre): the crawl obstacles of spec section 6.2.
 CRAWL_OBSTACLES = [
@@ -58,16 +56,22 @@ def build_walker_model(crawl: bool) -> mujoco.MjModel:
     return spec.compile()
 
 
-class Walker2dMTEnv(MujocoMultiTaskEnv):
+class Walker2dMTEnv(MujocoMultiTaskEnv, suite="qmp/Walker2dMT4-v0"):
     """Walker2d with four tasks; the paper reports average return, not success.
 
     Args:
         compat: ``"fixed"`` (default) or ``"official"``.
         timeout_as_terminal: ``True`` reproduces the original, whose env returned ``done`` at
             t = 1000 so the last transition was stored as terminal (default under
-            ``compat="official"``); ``False`` leaves the time limit to truncation (``"fixed"``).
+            ``compat="official"``); ``False`` ends it as a truncation (``"fixed"``).
+        horizon: episode length, 1000 by default (the suite's ``max_episode_steps``).
 
-    ``success`` is True only on the step that reaches t = 1000 without having terminated.
+    The env ends its episodes itself (its registration adds no ``TimeLimit``), so step
+    ``horizon`` is ``terminated=True, truncated=False`` under ``timeout_as_terminal`` and
+    ``terminated=False, truncated=True`` otherwise (spec 6.8). ``success`` is True only on the
+    step that reaches ``horizon`` without having terminated. Change the episode length with
+    ``horizon=``, not ``max_episode_steps=`` (a ``TimeLimit`` would end episodes before success
+    could be reached).
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/Walker2dMT4-v0", task=3)
@@ -76,15 +80,20 @@ class Walker2dMTEnv(MujocoMultiTaskEnv):
     ((21,), 'crawl')
     """
 
-    task_names = TASK_NAMES
-    feature_dim = 17
-    action_dim = 6
-    agent_feature_mask = np.ones(17, dtype=bool)
-    min_reward = 0.0
     frame_skip = 4
 
-    def __init__(self, compat: str = "fixed", timeout_as_terminal: bool | None = None, **kwargs):
+    def __init__(
+        self,
+        compat: str = "fixed",
+        timeout_as_terminal: bool | None = None,
+        horizon: int | None = None,
+        **kwargs,
+    ):
         self.compat = validate_choice("compat", compat, COMPAT_MODES)
+        horizon = self.facts.max_episode_steps if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"horizon must be a positive int (steps per episode), got {horizon!r}")
+        self.horizon = horizon
         self.timeout_as_terminal = resolve_flag(
             "timeout_as_terminal", timeout_as_terminal, compat, True, False, (True, False)
         )
@@ -92,6 +101,7 @@ class Walker2dMTEnv(MujocoMultiTaskEnv):
         super().__init__(build_walker_model(crawl=False), **kwargs)
         self._scenes = {False: (self.model, self.data), True: None}
         self.elapsed_steps = 0
+        self._timed_out = False
         self._bind_model()
 
     def _bind_model(self) -> None:
@@ -114,6 +124,9 @@ class Walker2dMTEnv(MujocoMultiTaskEnv):
             self.model = model
             self.bind_data(data)
             self._bind_model()
+
+    def _time_limit_reached(self, terminated: bool) -> bool:
+        return self._timed_out
 
     def _features(self) -> np.ndarray:
         return np.concatenate([self.data.qpos[1:9], np.clip(self.data.qvel[0:9], -10.0, 10.0)])
@@ -185,9 +198,10 @@ class Walker2dMTEnv(MujocoMultiTaskEnv):
         fallen = height < (0.3 if task == CRAWL else 0.8)
         terminated = bool(fallen or collision)
         self.elapsed_steps += 1
-        success = (not terminated) and self.elapsed_steps >= HORIZON
+        success = (not terminated) and self.elapsed_steps >= self.horizon
         if success and self.timeout_as_terminal:
             terminated = True
+        self._timed_out = success and not self.timeout_as_terminal
         info = {
             "success": success,
             "x_velocity": float(velocity),

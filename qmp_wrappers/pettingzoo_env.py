@@ -11,6 +11,8 @@ import gymnasium as gym
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from qmp_envs.suites import suite_facts
+
 
 class MultiTaskParallelEnv(ParallelEnv):
     """One PettingZoo agent per task of a ``qmp/`` environment.
@@ -27,9 +29,7 @@ class MultiTaskParallelEnv(ParallelEnv):
     def __init__(self, env_id: str, **env_kwargs):
         if "task" in env_kwargs:
             raise ValueError("MultiTaskParallelEnv makes one agent per task; do not pass task=")
-        probe = gym.make(env_id, **env_kwargs)
-        names = list(probe.unwrapped.task_names)
-        probe.close()
+        names = list(suite_facts(env_id).task_names)
         self.env_id = env_id
         self.possible_agents = names
         self._envs = {name: gym.make(env_id, task=k, **env_kwargs) for k, name in enumerate(names)}

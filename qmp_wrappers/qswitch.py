@@ -45,20 +45,30 @@ def relabel_one_hot(obs: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -
     return out
 
 
+class ContractError(ValueError):
+    """A policy or Q callable returned something that breaks ``attach``'s contract."""
+
+
+class ContractTypeError(ContractError, TypeError):
+    """A policy or Q callable returned something that is not a tensor or array."""
+
+
 def _to_tensor(value, what: str, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.device != device:
-            raise ValueError(f"{what} is on device {value.device}, expected {device}")
+            raise ContractError(f"{what} is on device {value.device}, expected {device}")
         return value.detach().to(torch.float32)
     try:
         return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{what} must be a tensor or array, got {type(value).__name__}") from err
+        raise ContractTypeError(
+            f"{what} must be a tensor or array, got {type(value).__name__}"
+        ) from err
 
 
 def _check_finite(value: torch.Tensor, what: str) -> None:
     if not torch.isfinite(value).all():
-        raise ValueError(f"{what} contains NaN or inf")
+        raise ContractError(f"{what} contains NaN or inf")
 
 
 @dataclass
@@ -82,12 +92,21 @@ class CallableAdapter:
     def policy(self, obs: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sampled, mean)`` of shape ``(M, A)``; a single output counts as both."""
         out = self(obs)
-        sampled, mean = out if isinstance(out, tuple | list) else (out, out)
+        if isinstance(out, tuple | list) and len(out) not in (1, 2):
+            raise ContractError(
+                f"{self.name} returned {len(out)} outputs; expected actions or (sampled, mean). "
+                "CleanRL's Actor.get_action returns (action, log_prob, mean): pass "
+                "policy=lambda obs: actor.get_action(obs)[::2]"
+            )
+        if isinstance(out, tuple | list):
+            sampled, mean = out if len(out) == 2 else (out[0], out[0])
+        else:
+            sampled, mean = out, out
         results = []
         for value, what in ((sampled, "sampled action"), (mean, "mean action")):
             value = _to_tensor(value, f"{self.name} {what}", self.device)
             if value.shape != (len(obs), action_dim):
-                raise ValueError(
+                raise ContractError(
                     f"{self.name} returned {what}s of shape {tuple(value.shape)}, expected "
                     f"({len(obs)}, {action_dim}) for {len(obs)} observations"
                 )
@@ -105,7 +124,7 @@ class CallableAdapter:
             if part.ndim == 1:
                 part = part[:, None]
             if part.ndim != 2 or part.shape[0] != len(obs):
-                raise ValueError(
+                raise ContractError(
                     f"{self.name} returned shape {tuple(part.shape)}, expected ({len(obs)},), "
                     f"({len(obs)}, 1) or ({len(obs)}, K) for {len(obs)} (obs, action) pairs"
                 )
@@ -185,7 +204,8 @@ def choose(
     assert scores is not None
     if mixture == "qswitch":
         return scores.argmax(dim=1).cpu().numpy()
-    logits = (scores / temperature).double().cpu().numpy()
+    # In float64: scores / temperature overflows float32 at tiny temperatures (inf - inf = NaN).
+    logits = scores.double().cpu().numpy() / temperature
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)

@@ -16,13 +16,9 @@ from cleanrl_qmp.networks import (
     TwinCritic,
     forward_by_task,
 )
-from qmp_wrappers import (
-    MultiTaskReplayBuffer,
-    QMPBehaviorWrapper,
-    QMPReplayBuffer,
-    executed_actions,
-)
+from qmp_wrappers import MultiTaskReplayBuffer, QMPReplayBuffer, executed_actions
 from qmp_wrappers.pettingzoo_env import MultiTaskParallelEnv
+from qmp_wrappers.vector import QMPBehaviorWrapper
 
 # -- buffers -----------------------------------------------------------------------------------
 

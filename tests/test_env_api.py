@@ -17,7 +17,10 @@ MUJOCO_IDS = [i for i in ENV_IDS if i != "qmp/PointReach-v0"]
 def test_import_registers_every_id():
     for env_id in qmp_envs.SUITES:
         assert env_id in gym.registry
-        assert gym.spec(env_id).max_episode_steps == qmp_envs.SUITES[env_id].max_episode_steps
+        facts = qmp_envs.SUITES[env_id]
+        expected = None if facts.env_owns_time_limit else facts.max_episode_steps
+        assert gym.spec(env_id).max_episode_steps == expected
+        assert gym.spec(env_id).to_json()  # string entry points only
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -194,15 +194,25 @@ def test_walker_falls_terminate_and_ceiling_contact_is_penalised():
 
 
 @pytest.mark.parametrize(("compat", "terminal"), [("official", True), ("fixed", False)])
-def test_walker_success_and_timeout_flag(compat, terminal):
-    env = gym.make("qmp/Walker2dMT4-v0", task=2, compat=compat, max_episode_steps=1000)
+@pytest.mark.parametrize("horizon", [None, 30])
+def test_walker_success_and_timeout_flag(compat, terminal, horizon):
+    """Spec 6.8: the last step is terminated XOR truncated, at the env's own horizon."""
+    kwargs = {} if horizon is None else {"horizon": horizon}
+    env = gym.make("qmp/Walker2dMT4-v0", task=2, compat=compat, **kwargs)
     env.reset(seed=0)
-    env.unwrapped.elapsed_steps = 998
+    last = horizon or 1000
+    env.unwrapped.elapsed_steps = last - 2
     _, _, terminated, truncated, info = env.step(np.zeros(6))
-    assert not info["success"]
+    assert not (info["success"] or terminated or truncated)
     env.unwrapped.set_state(env.unwrapped.init_qpos, np.zeros(9))  # standing upright
     _, _, terminated, truncated, info = env.step(np.zeros(6))
-    assert info["success"] and terminated == terminal
+    assert info["success"] and (terminated, truncated) == (terminal, not terminal)
+    assert env.unwrapped.elapsed_steps == last
+
+
+def test_walker_horizon_is_validated():
+    with pytest.raises(ValueError, match="horizon must be a positive int"):
+        gym.make("qmp/Walker2dMT4-v0", horizon=0)
 
 
 def test_walker_reset_takes_random_warmup_steps():

@@ -15,7 +15,7 @@ from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
 from cleanrl_qmp.checkpoints import load_checkpoint
 from cleanrl_qmp.run_logging import cpu_model
 from qmp_experiments.plot import plot_runs
-from qmp_wrappers.behavior import QMPVectorBehaviorWrapper
+from qmp_wrappers.vector import QMPBehaviorWrapper as QMPVectorBehaviorWrapper
 
 SCRIPTS = {
     "sac_qmp": (sac_qmp, {}),

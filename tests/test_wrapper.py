@@ -1,6 +1,7 @@
 """QMPBehaviorWrapper: exactness against brute force, variants, diagnostics and errors."""
 
 import pickle
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +10,15 @@ import torch
 from torch import nn
 
 import qmp_envs
-from qmp_wrappers import QMPBehaviorWrapper
+from qmp_wrappers import QMPBehaviorWrapper, find_qmp_wrapper
+from qmp_wrappers.vector import QMPBehaviorWrapper as VectorQMPBehaviorWrapper
+
+
+def wrap(env, **options):
+    """The QMP wrapper for ``env``'s kind: Gymnasium's convention of two classes of one name."""
+    cls = VectorQMPBehaviorWrapper if isinstance(env, gym.vector.VectorEnv) else QMPBehaviorWrapper
+    return cls(env, **options)
+
 
 N, OBS_DIM, ACT_DIM = 5, 23, 6  # Multistage Reacher
 
@@ -88,7 +97,7 @@ def test_choice_equals_brute_force_argmax(scoring, vector):
     base = (
         gym.make_vec("qmp/MultistageReacher-v0") if vector else gym.make("qmp/MultistageReacher-v0")
     )
-    env = QMPBehaviorWrapper(base, scoring=scoring)
+    env = wrap(base, scoring=scoring)
     assert env.num_tasks == N
     env.attach(policy=nets.policy, q_function=nets.q_function, device="cpu")
     obs, _ = env.reset(seed=0)
@@ -111,7 +120,7 @@ def test_choice_equals_brute_force_argmax(scoring, vector):
 
 
 def test_single_task_and_disabled_mixture_pass_actions_bit_for_bit():
-    env = QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"))
+    env = wrap(gym.make("qmp/PointReach-v0"))
     env.attach(policy=lambda o: np.zeros((len(o), 2)), q_function=lambda o, a: np.zeros(len(o)))
     env.reset(seed=0)
     action = np.array([0.123456789, -0.987654321], dtype=np.float32)
@@ -119,7 +128,7 @@ def test_single_task_and_disabled_mixture_pass_actions_bit_for_bit():
     assert info["qmp_action"].tobytes() == action.tobytes() and info["qmp_policy"] == 0
 
     nets = PerTaskNets()
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"))
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"))
     env.attach(nets.policy, nets.q_function, device="cpu")
     env.enabled = False
     env.reset(seed=0)
@@ -147,7 +156,7 @@ def scripted(preferred, num_tasks=N, action_dim=ACT_DIM):
 
 @pytest.mark.parametrize("scoring", ["original", "min_twin"])
 def test_scripted_preference_is_executed_and_counted(scoring):
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"), scoring=scoring)
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), scoring=scoring)
     policy, q_function = scripted(3)
     env.attach(policy, q_function)
     obs, _ = env.reset(seed=0)
@@ -170,8 +179,9 @@ def test_hold_steps_keeps_the_choice_and_skips_scoring():
         calls.append(1)
         return np.full(len(obs), (len(calls) - 1) % N)  # a new favourite at every Q call
 
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"), hold_steps=3)
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), hold_steps=3)
     env.attach(*scripted(preferred))
+    calls.clear()  # attach's probe call
     env.reset(seed=0)
     choices = [env.step(np.zeros((N, ACT_DIM), np.float32))[4]["qmp_policy"][0] for _ in range(9)]
     assert choices == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -180,7 +190,7 @@ def test_hold_steps_keeps_the_choice_and_skips_scoring():
 
 def test_uniform_mixture_is_uniform_and_seeded():
     def run(seed):
-        env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"), mixture="uniform")
+        env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), mixture="uniform")
         env.attach(*scripted(0))
         env.reset(seed=seed)
         return np.concatenate(
@@ -198,7 +208,7 @@ def test_softmax_tiny_temperature_equals_argmax_and_moderate_one_samples():
     nets = PerTaskNets(seed=2)
     results = {}
     for mixture, temperature in [("qswitch", 1.0), ("softmax", 1e-6)]:
-        env = QMPBehaviorWrapper(
+        env = wrap(
             gym.make_vec("qmp/MultistageReacher-v0"), mixture=mixture, temperature=temperature
         )
         env.attach(nets.policy, nets.q_function, device="cpu")
@@ -211,9 +221,7 @@ def test_softmax_tiny_temperature_equals_argmax_and_moderate_one_samples():
     np.testing.assert_array_equal(results["qswitch"], results["softmax"])
 
     # Scores -|a - 0.3| * 6 over proposals j/10: softmax with temperature 1 gives known odds.
-    env = QMPBehaviorWrapper(
-        gym.make_vec("qmp/MultistageReacher-v0"), mixture="softmax", temperature=1.0
-    )
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), mixture="softmax", temperature=1.0)
     env.attach(*scripted(3))
     env.reset(seed=0)
     choices = np.concatenate(
@@ -226,7 +234,7 @@ def test_softmax_tiny_temperature_equals_argmax_and_moderate_one_samples():
 
 def test_extra_policies_join_every_task_candidates():
     helpers = qmp_envs.helper_policies(["up", "right", "up-right"], seed=0)
-    env = QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), extra_policies=helpers)
+    env = wrap(gym.make("qmp/PointReach-v0"), extra_policies=helpers)
     # Q prefers moving diagonally: the up-right helper wins over the agent and the others.
     env.attach(
         policy=lambda o: np.zeros((len(o), 2)),
@@ -241,7 +249,7 @@ def test_extra_policies_join_every_task_candidates():
 
 
 def test_selection_is_not_counted_on_next_step_autoreset_steps():
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/PointReach-v0", num_envs=2))
+    env = wrap(gym.make_vec("qmp/PointReach-v0", num_envs=2))
     env.attach(
         policy=lambda o: np.zeros((len(o), 2)),
         q_function=lambda o, a: np.zeros(len(o)),
@@ -256,7 +264,7 @@ def test_selection_is_not_counted_on_next_step_autoreset_steps():
 
 
 def test_pickling_keeps_state_and_drops_attached_callables():
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/MazeLarge10-v0"), mixture="uniform", seed=0)
+    env = wrap(gym.make_vec("qmp/MazeLarge10-v0"), mixture="uniform", seed=0)
     env.attach(*scripted(0, num_tasks=10, action_dim=2))
     env.reset(seed=0)
     env.step(np.zeros((10, 2), np.float32))
@@ -273,7 +281,7 @@ def test_pickling_keeps_state_and_drops_attached_callables():
 
 @pytest.fixture
 def reacher_vec():
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"))
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"))
     env.reset(seed=0)
     return env
 
@@ -298,7 +306,7 @@ def test_wrong_action_shape_and_nan_actions(reacher_vec):
         (
             lambda o: np.zeros((len(o), 5)),
             lambda o, a: np.zeros(len(o)),
-            r"policy returned sampled actions of shape \(25, 5\)",
+            r"policy returned sampled actions of shape \(5, 5\), expected \(5, 6\)",
         ),
         (
             lambda o: np.zeros((len(o), 6)),
@@ -310,22 +318,145 @@ def test_wrong_action_shape_and_nan_actions(reacher_vec):
             lambda o, a: np.full(len(o), np.inf),
             "q_function output contains NaN or inf",
         ),
+        (
+            lambda o: np.full((len(o), 6), 2.0),
+            lambda o, a: np.zeros(len(o)),
+            "sampled action lies outside the action space.*raw forward",
+        ),
     ],
 )
-def test_bad_callable_outputs(reacher_vec, policy, q_function, match):
-    reacher_vec.attach(policy=policy, q_function=q_function)
+def test_bad_callable_outputs_are_named_at_attach(reacher_vec, policy, q_function, match):
     with pytest.raises(ValueError, match=match):
-        reacher_vec.step(np.zeros((5, 6)))
+        reacher_vec.attach(policy=policy, q_function=q_function)
+    assert not reacher_vec.attached
+
+
+class CleanRLStyleActor(nn.Module):
+    """The shape of CleanRL's SAC actor: forward gives (mean, log_std), get_action 3 outputs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(OBS_DIM, 16)
+        self.mean, self.log_std = nn.Linear(16, ACT_DIM), nn.Linear(16, ACT_DIM)
+
+    def forward(self, x):
+        h = torch.relu(self.fc(x))
+        log_std = -5 + 3.5 * (torch.tanh(self.log_std(h)) + 1)  # in [-5, 2]
+        return self.mean(h), log_std
+
+    def act(self, x):
+        return self.get_action(x)[::2]
+
+    def get_action(self, x):
+        mean, log_std = self(x)
+        action = torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+        return action, torch.zeros(len(x), 1), torch.tanh(mean)
+
+
+class QModule(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(OBS_DIM + ACT_DIM, 1)
+
+    def forward(self, obs, act):
+        return self.fc(torch.cat([obs, act], 1))
+
+
+def q_module():
+    return QModule()
+
+
+def test_attach_names_third_party_mistakes(reacher_vec):
+    actor = CleanRLStyleActor()
+
+    def q(obs, act):
+        return obs.sum(1) + act.sum(1)
+
+    with pytest.raises(ValueError, match="returned 3 outputs.*get_action"):
+        reacher_vec.attach(policy=actor.get_action, q_function=q)
+    with pytest.raises(ValueError, match="outside the action space.*raw forward"):
+        reacher_vec.attach(policy=actor, q_function=q)
+    # A lambda around a module gets numpy arrays unless told the device.
+    with pytest.raises(TypeError, match="numpy arrays.*pass device="):
+        reacher_vec.attach(policy=lambda o: actor.get_action(o)[::2], q_function=q)
+    reacher_vec.attach(policy=lambda o: actor.get_action(o)[::2], q_function=q, device="cpu")
+    # A bound method of a module is recognised as torch without device=.
+    reacher_vec.attach(policy=actor.act, q_function=q)
+
+
+def test_attach_networks_without_parameters_twin_lists_and_grad_actions(reacher_vec):
+    class Zero(nn.Module):  # no parameters: still a torch module, so it gets tensors
+        def forward(self, obs):
+            assert isinstance(obs, torch.Tensor)
+            return torch.zeros(len(obs), ACT_DIM)
+
+    def q1(obs, act):
+        return -((act - 0.1) ** 2).sum(1)
+
+    def q2(obs, act):
+        return -((act - 0.2) ** 2).sum(1)
+
+    reacher_vec.attach(policy=Zero(), q_function=[q1, q2], device="cpu")
+    agent = torch.zeros(N, ACT_DIM, requires_grad=True)  # an agent stepping with a grad tensor
+    info = reacher_vec.step(agent)[4]
+    assert info["qmp_action"].shape == (N, ACT_DIM)
+    with pytest.raises(ValueError, match="empty list"):
+        reacher_vec.attach(policy=Zero(), q_function=[])
+    with pytest.raises(TypeError, match=r"q_function\[1\] must be callable"):
+        reacher_vec.attach(policy=Zero(), q_function=[q1, 3])
+
+
+def test_twin_critic_list_equals_tuple_output():
+    nets = PerTaskNets(seed=1)
+    choices = {}
+    for name, q_function in [
+        ("tuple", nets.q_function),
+        ("list", [lambda o, a: nets.q_function(o, a)[0], lambda o, a: nets.q_function(o, a)[1]]),
+    ]:
+        env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), scoring="min_twin")
+        env.attach(nets.policy, q_function, device="cpu")
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        choices[name] = [
+            env.step(rng.uniform(-1, 1, (N, ACT_DIM)).astype(np.float32))[4]["qmp_policy"].tolist()
+            for _ in range(8)
+        ]
+    assert choices["tuple"] == choices["list"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a CPU-only torch")
+def test_unusable_and_meta_devices_are_refused_at_attach(reacher_vec):
+    with pytest.raises(ValueError, match="device='cuda' is not usable"):
+        reacher_vec.attach(
+            policy=lambda o: o[:, :ACT_DIM], q_function=lambda o, a: a, device="cuda"
+        )
+    with pytest.raises(ValueError, match="meta device"):
+        reacher_vec.attach(
+            policy=nn.Linear(OBS_DIM, ACT_DIM, device="meta"), q_function=q_module().to("meta")
+        )
+
+
+def test_attach_probe_leaves_random_streams_unchanged(reacher_vec):
+    actor, critics = CleanRLStyleActor(), [q_module(), q_module()]
+    torch.manual_seed(5)
+    np.random.seed(5)
+    expected = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    reacher_vec.attach(policy=actor.act, q_function=critics)  # samples noise in the probe
+    assert torch.equal(torch.rand(3), expected[0])
+    np.testing.assert_array_equal(np.random.rand(3), expected[1])
 
 
 def test_observation_without_task_id_and_unknown_task_count():
-    pendulum = QMPBehaviorWrapper(gym.make("Pendulum-v1"))
+    pendulum = wrap(gym.make("Pendulum-v1"))
     with pytest.raises(ValueError, match="task count is unknown"):
         pendulum.attach(policy=lambda o: o, q_function=lambda o, a: a)
     pendulum.reset(seed=0)
     pendulum.step(np.zeros(1, np.float32))  # unattached: actions pass through
 
-    two_tasks = QMPBehaviorWrapper(gym.make("Pendulum-v1"), num_tasks=2)
+    two_tasks = wrap(gym.make("Pendulum-v1"), num_tasks=2)
     two_tasks.attach(
         policy=lambda o: np.zeros((len(o), 1)), q_function=lambda o, a: np.zeros(len(o))
     )
@@ -356,7 +487,7 @@ def test_custom_task_layout_via_task_id_fn_and_relabel_fn():
         out[:, 0] = task_ids
         return out
 
-    env = QMPBehaviorWrapper(
+    env = wrap(
         IdFirst(gym.make("qmp/MazeLarge10-v0", task=4)),
         task_id_fn=lambda o: o[:, 0].astype(int),
         relabel_fn=relabel,
@@ -368,14 +499,14 @@ def test_custom_task_layout_via_task_id_fn_and_relabel_fn():
     env.reset(seed=0)
     assert env.step(np.zeros(2, np.float32))[4]["qmp_policy"] == 7
     with pytest.raises(ValueError, match="given together"):
-        QMPBehaviorWrapper(gym.make("qmp/MazeLarge10-v0"), task_id_fn=lambda o: o[:, 0])
+        wrap(gym.make("qmp/MazeLarge10-v0"), task_id_fn=lambda o: o[:, 0])
 
 
 def test_device_mismatch_and_bad_arguments():
-    env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"))
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"))
     on_meta = nn.Linear(2, 2, device="meta")
     with pytest.raises(ValueError, match="different devices"):
-        env.attach(policy=on_meta, q_function=nn.Linear(2, 2))
+        env.attach(policy=on_meta, q_function=q_module())
     with pytest.raises(ValueError, match="device=cpu but the networks are on meta"):
         env.attach(policy=on_meta, q_function=on_meta, device="cpu")
     with pytest.raises(TypeError, match="policy must be callable"):
@@ -388,8 +519,80 @@ def test_device_mismatch_and_bad_arguments():
         ({"extra_policies": [1]}, "not callable"),
     ]:
         with pytest.raises((ValueError, TypeError), match=match):
-            QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"), **kwargs)
-    with pytest.raises(TypeError, match="gymnasium Env or VectorEnv"):
+            wrap(gym.make_vec("qmp/MultistageReacher-v0"), **kwargs)
+    with pytest.raises(TypeError, match="expected a gymnasium Env, got object"):
         QMPBehaviorWrapper(object())
+    with pytest.raises(TypeError, match="use qmp_wrappers.vector.QMPBehaviorWrapper"):
+        QMPBehaviorWrapper(gym.make_vec("qmp/PointReach-v0"))
+    with pytest.raises(TypeError, match="expected a gymnasium VectorEnv"):
+        VectorQMPBehaviorWrapper(gym.make("qmp/PointReach-v0"))
     with pytest.raises(RuntimeError, match="reset"):
-        QMPBehaviorWrapper(gym.make("qmp/PointReach-v0")).step(np.zeros(2))
+        wrap(gym.make("qmp/PointReach-v0")).step(np.zeros(2))
+
+
+# -- Gymnasium conventions ---------------------------------------------------------------------
+
+
+def test_single_env_wrapper_passes_check_env_and_rebuilds_from_its_spec():
+    from gymnasium.utils.env_checker import check_env
+
+    env = QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), hold_steps=2, seed=1)
+    with warnings.catch_warnings():  # only Gymnasium's note that a wrapped env is checked
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*different from the unwrapped version")
+        check_env(env, skip_render_check=True)
+    rebuilt = gym.make(env.spec)
+    assert isinstance(rebuilt, QMPBehaviorWrapper) and rebuilt.qmp.hold_steps == 2
+    assert env.spec.make().qmp.hold_steps == 2
+
+
+@pytest.mark.parametrize("qmp_inside", [True, False])
+def test_vector_wrapper_inside_and_outside_record_episode_statistics(qmp_inside):
+    stats = gym.wrappers.vector.RecordEpisodeStatistics
+    base = gym.make_vec("qmp/MultistageReacher-v0")
+    envs = stats(wrap(base)) if qmp_inside else wrap(stats(base))
+    qmp = find_qmp_wrapper(envs)
+    assert qmp.num_tasks == N and qmp.candidate_names[:2] == [
+        "reach-g0-g1-g2",
+        "reach-g0-g1-g3-shifted",
+    ]
+    qmp.attach(*scripted(3))
+    envs.reset(seed=0)
+    info = envs.step(np.zeros((N, ACT_DIM), np.float32))[4]
+    assert info["qmp_policy"].tolist() == [3] * N
+    assert qmp.selection_counts[:, 3].tolist() == [1] * N
+
+
+def test_executed_action_is_clipped_to_what_the_env_executes():
+    env = QMPBehaviorWrapper(
+        gym.make("qmp/MultistageReacher-v0", task=0),
+        extra_policies=[lambda o: np.full((len(o), ACT_DIM), 1.7)],  # outside [-1, 1]
+    )
+    env.attach(
+        policy=lambda o: np.zeros((len(o), ACT_DIM)),
+        q_function=lambda o, a: a.sum(1),  # prefers the out-of-bounds helper
+    )
+    env.reset(seed=0)
+    info = env.step(np.zeros(ACT_DIM, np.float32))[4]
+    assert info["qmp_policy"] == N  # the helper won
+    np.testing.assert_array_equal(info["qmp_action"], np.ones(ACT_DIM, np.float32))
+    np.testing.assert_array_equal(env.unwrapped.data.ctrl, info["qmp_action"])
+
+
+def test_softmax_at_tiny_temperature_picks_the_argmax():
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), mixture="softmax", temperature=1e-38)
+    env.attach(*scripted(4))
+    env.reset(seed=0)
+    for _ in range(5):
+        assert env.step(np.zeros((N, ACT_DIM), np.float32))[4]["qmp_policy"].tolist() == [4] * N
+
+
+def test_start_step_keeps_qmp_off_until_learning_starts():
+    env = wrap(gym.make_vec("qmp/MultistageReacher-v0"), start_step=2 * N)
+    env.attach(*scripted(3))
+    env.reset(seed=0)
+    chosen = [
+        env.step(np.zeros((N, ACT_DIM), np.float32))[4]["qmp_policy"].tolist() for _ in range(3)
+    ]
+    assert chosen == [list(range(N)), list(range(N)), [3] * N]
+    assert env.selection_counts.sum() == N  # the warm-up steps are not selections

@@ -1,0 +1,396 @@
+"""The Q-switch state both QMP wrappers share: options, attached networks, holds and statistics.
+
+:class:`qmp_wrappers.QMPBehaviorWrapper` (one env) and
+:class:`qmp_wrappers.vector.QMPBehaviorWrapper` (a vector env) each own one
+:class:`QSwitchState` and forward their public API to it; the batched computation itself is
+:mod:`qmp_wrappers.qswitch`. A single env is a batch of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from qmp_envs.suites import SUITES
+from qmp_wrappers.attach import bind_networks
+from qmp_wrappers.qswitch import (
+    MIXTURES,
+    SCORING_RULES,
+    CallableAdapter,
+    choose,
+    propose,
+    read_one_hot_task,
+    relabel_one_hot,
+    score,
+)
+
+
+def find_tasks(env: Any) -> tuple[int, list[str]] | None:
+    """``(num_tasks, task_names)`` of a multi-task env under any stack of Gymnasium wrappers.
+
+    A ``qmp/`` id is read from its suite facts (via ``env.spec``); any other env from the
+    ``num_tasks`` / ``task_names`` attributes of the innermost env (a vector env's first
+    sub-env). None if neither says.
+    """
+    spec = getattr(env, "spec", None)
+    if spec is not None and spec.id in SUITES:
+        facts = SUITES[spec.id]
+        return facts.num_tasks, list(facts.task_names)
+    inner = getattr(env, "unwrapped", env)
+    try:
+        if isinstance(inner, gym.vector.VectorEnv):
+            inner = inner.get_attr("unwrapped")[0]  # type: ignore[attr-defined]
+        num_tasks = int(inner.num_tasks)
+    except (AttributeError, TypeError, IndexError):
+        return None
+    names = list(getattr(inner, "task_names", [f"task_{j}" for j in range(num_tasks)]))
+    return num_tasks, names
+
+
+class QSwitchState:
+    """Options, attached networks and selection statistics of one QMP wrapper.
+
+    Documented on :class:`qmp_wrappers.QMPBehaviorWrapper`, whose arguments it validates.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int,
+        num_tasks: int | None = None,
+        *,
+        scoring: str = "original",
+        mixture: str = "qswitch",
+        temperature: float = 1.0,
+        hold_steps: int = 1,
+        start_step: int = 0,
+        extra_policies: Sequence[Callable] = (),
+        extra_policy_names: Sequence[str] | None = None,
+        task_id_fn: Callable | None = None,
+        relabel_fn: Callable | None = None,
+        seed: int | None = None,
+        next_step_autoreset: bool = False,
+    ):
+        if scoring not in SCORING_RULES:
+            raise ValueError(f"scoring must be one of {SCORING_RULES}, got {scoring!r}")
+        if mixture not in MIXTURES:
+            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
+        if not (isinstance(temperature, int | float) and temperature > 0):
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        for name, value, least in (("hold_steps", hold_steps, 1), ("start_step", start_step, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+        if (task_id_fn is None) != (relabel_fn is None):
+            raise ValueError("task_id_fn and relabel_fn must be given together")
+        extra_policies = list(extra_policies)
+        for i, fn in enumerate(extra_policies):
+            if not callable(fn):
+                raise TypeError(f"extra_policies[{i}] is not callable: {fn!r}")
+        if extra_policy_names is None:
+            extra_policy_names = [
+                getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies)
+            ]
+        if len(extra_policy_names) != len(extra_policies):
+            raise ValueError(
+                f"got {len(extra_policy_names)} extra_policy_names for "
+                f"{len(extra_policies)} extra_policies"
+            )
+        found = find_tasks(env)
+        if num_tasks is None:
+            num_tasks = found[0] if found is not None else None
+        elif isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+            raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+        if not (
+            isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1
+        ):
+            raise TypeError(f"QMP needs a flat Box observation space, got {observation_space}")
+        if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
+            raise TypeError(f"QMP needs a flat Box action space, got {action_space}")
+        obs_size = observation_space.shape[0]
+        if num_tasks is not None and task_id_fn is None and num_tasks > obs_size:
+            raise ValueError(f"num_tasks={num_tasks} exceeds the observation size {obs_size}")
+
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.num_envs = num_envs
+        self.num_tasks = num_tasks
+        self.task_names = found[1] if found is not None and len(found[1]) == num_tasks else None
+        self.scoring, self.mixture, self.temperature = scoring, mixture, float(temperature)
+        self.hold_steps, self.start_step = hold_steps, start_step
+        self.extra_policies = extra_policies
+        self.extra_policy_names = list(extra_policy_names)
+        self.task_id_fn, self.relabel_fn = task_id_fn, relabel_fn
+        self.action_dim = int(action_space.shape[0])
+        self.enabled = True
+        self.rng = np.random.default_rng(seed)
+        self.next_step_autoreset = next_step_autoreset
+        self.steps_taken = 0
+        self.policy: CallableAdapter | None = None
+        self.q_function: CallableAdapter | None = None
+        self.extras: list[CallableAdapter] = []
+        self.device = torch.device("cpu")
+        self.last_obs: np.ndarray | None = None
+        self.held = np.zeros(num_envs, dtype=np.int64)
+        self.hold_left = np.zeros(num_envs, dtype=np.int64)
+        self.resetting = np.zeros(num_envs, dtype=bool)
+        self.counts = (
+            None
+            if num_tasks is None
+            else np.zeros((num_tasks, num_tasks + len(extra_policies)), dtype=np.int64)
+        )
+        self._low = np.asarray(action_space.low, dtype=np.float32)
+        self._high = np.asarray(action_space.high, dtype=np.float32)
+
+    # -- attaching -------------------------------------------------------------------------
+    def attach(
+        self,
+        policy: Callable,
+        q_function: Callable | Sequence[Callable],
+        device: str | torch.device | None = None,
+    ) -> None:
+        if self.num_tasks is None:
+            raise ValueError(
+                "cannot attach: the environment's task count is unknown (not a qmp/ id and no "
+                "num_tasks on the innermost env); pass QMPBehaviorWrapper(env, num_tasks=N)"
+            )
+        self.policy, self.q_function, self.device = bind_networks(
+            policy,
+            q_function,
+            device,
+            self.observation_space,  # type: ignore[arg-type]
+            self.action_space,  # type: ignore[arg-type]
+            self.num_tasks,
+            self.relabel,
+        )
+        self.extras = [
+            CallableAdapter(fn, f"extra policy {name!r}", False, self.device)
+            for fn, name in zip(self.extra_policies, self.extra_policy_names, strict=True)
+        ]
+
+    def detach(self) -> None:
+        self.policy = self.q_function = None
+        self.extras = []
+
+    @property
+    def attached(self) -> bool:
+        return self.policy is not None
+
+    @property
+    def active(self) -> bool:
+        """Whether the next step shares behaviour (enabled, attached, past ``start_step``)."""
+        return self.enabled and self.attached and self.steps_taken + self.num_envs > self.start_step
+
+    # -- statistics ------------------------------------------------------------------------
+    @property
+    def candidate_names(self) -> list[str]:
+        names = self.task_names or [f"task_{j}" for j in range(self.num_tasks or 0)]
+        return list(names) + self.extra_policy_names
+
+    def selection_counts(self) -> np.ndarray:
+        if self.counts is None:
+            raise ValueError("no selection statistics: the task count is unknown")
+        return self.counts.copy()
+
+    def selection_matrix(self, normalize: bool = True) -> np.ndarray:
+        counts = self.selection_counts().astype(np.float64)
+        if not normalize:
+            return counts
+        totals = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+    def reset_selection_stats(self) -> None:
+        if self.counts is not None:
+            self.counts[:] = 0
+
+    # -- the Q-switch ----------------------------------------------------------------------
+    def task_ids(self, obs: np.ndarray) -> np.ndarray:
+        assert self.num_tasks is not None
+        if self.task_id_fn is not None:
+            task_ids = np.asarray(self.task_id_fn(obs), dtype=np.int64).reshape(-1)
+            if task_ids.shape != (len(obs),) or np.any(
+                (task_ids < 0) | (task_ids >= self.num_tasks)
+            ):
+                raise ValueError(
+                    f"task_id_fn returned {task_ids.tolist()} for {len(obs)} observations"
+                )
+            return task_ids
+        return read_one_hot_task(obs, self.num_tasks)
+
+    def relabel(self, obs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        assert self.num_tasks is not None
+        if self.relabel_fn is None:
+            return relabel_one_hot(obs, task_ids.to(obs.device), self.num_tasks)
+        out = self.relabel_fn(obs.cpu().numpy(), task_ids.cpu().numpy())
+        return torch.as_tensor(np.asarray(out, dtype=np.float32), device=obs.device)
+
+    def validate_actions(self, actions: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
+        """The agent's actions as a float32 ``(B, A)`` array, or a clear error."""
+        if isinstance(actions, torch.Tensor):
+            actions = actions.detach().cpu()  # an agent may step with a tensor that has grad
+        try:
+            array = np.asarray(actions, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"actions must be numeric, got {type(actions).__name__}") from err
+        if array.shape != expected_shape:
+            raise ValueError(f"actions have shape {array.shape}, expected {expected_shape}")
+        array = array.reshape(self.num_envs, self.action_dim)
+        if not np.isfinite(array).all():
+            raise ValueError("the agent's actions contain NaN or inf")
+        return array
+
+    def select(self, agent_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Executed actions ``(B, A)`` (inside the action space) and candidate indices ``(B,)``."""
+        if self.last_obs is None:
+            raise RuntimeError("call reset() before step()")
+        self.steps_taken += self.num_envs
+        if self.num_tasks is None:
+            return agent_actions, np.full(self.num_envs, -1, dtype=np.int64)
+        task_ids = self.task_ids(self.last_obs)
+        num_candidates = self.num_tasks + len(self.extras)
+        if not (self.enabled and self.attached) or self.steps_taken <= self.start_step:
+            return agent_actions, task_ids
+        if num_candidates == 1:  # nothing to mix: the agent's action, bit for bit
+            self._count(task_ids, task_ids)
+            return agent_actions, task_ids
+        assert self.policy is not None and self.q_function is not None
+
+        device = self.device
+        obs = torch.as_tensor(self.last_obs, dtype=torch.float32, device=device)
+        task_tensor = torch.as_tensor(task_ids, device=device)
+        candidates = propose(
+            obs,
+            task_tensor,
+            torch.as_tensor(agent_actions, device=device),
+            self.policy,
+            self.num_tasks,
+            self.relabel,
+            self.extras,
+        )
+        needs_choice = self.hold_left <= 0
+        chosen = self.held.copy()
+        if needs_choice.any():
+            scores = None
+            if self.mixture != "uniform":
+                scores = score(obs, candidates, self.q_function, self.scoring)
+            fresh = choose(
+                scores, num_candidates, self.num_envs, self.mixture, self.temperature, self.rng
+            )
+            chosen[needs_choice] = fresh[needs_choice]
+            self.held[needs_choice] = fresh[needs_choice]
+            self.hold_left[needs_choice] = self.hold_steps
+        self.hold_left -= 1
+
+        batch_index = torch.arange(self.num_envs, device=device)
+        executed = candidates.sampled[batch_index, torch.as_tensor(chosen, device=device)]
+        executed = executed.cpu().numpy().astype(np.float32)
+        # The agent's own choice is copied bit for bit (no device round trip for it).
+        own = chosen == task_ids
+        executed[own] = agent_actions[own]
+        # What the env executes (it clips too), so that the stored action is the executed one.
+        np.clip(executed, self._low, self._high, out=executed)
+        self._count(task_ids, chosen)
+        return executed, chosen
+
+    def _count(self, task_ids: np.ndarray, chosen: np.ndarray) -> None:
+        assert self.counts is not None
+        counted = ~self.resetting
+        np.add.at(self.counts, (task_ids[counted], chosen[counted]), 1)
+
+    def after_step(self, obs: Any, terminated: Any, truncated: Any) -> None:
+        self.last_obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
+        done = np.asarray(terminated, dtype=bool).reshape(-1) | np.asarray(
+            truncated, dtype=bool
+        ).reshape(-1)
+        # A new episode makes a fresh choice.
+        self.hold_left[done] = 0
+        # Under next-step autoreset the step after an episode end only resets that sub-env and
+        # ignores its action: it is not a selection and is not counted.
+        self.resetting = done & self.next_step_autoreset
+
+    def after_reset(self, obs: Any, seed: Any) -> None:
+        if seed is not None:
+            base_seed = seed if isinstance(seed, int) else int(np.asarray(seed).reshape(-1)[0])
+            self.rng = np.random.default_rng(base_seed)
+        self.last_obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
+        self.hold_left[:] = 0
+        self.resetting[:] = False
+
+    def __getstate__(self) -> dict:
+        # Attached networks are checkpointed by their owner; re-attach after unpickling.
+        state = self.__dict__.copy()
+        state["policy"] = state["q_function"] = None
+        state["extras"] = []
+        return state
+
+
+class QSwitchControls:
+    """The public API both wrappers share, forwarded to their :class:`QSwitchState` ``qmp``."""
+
+    qmp: QSwitchState
+
+    def attach(
+        self,
+        policy: Callable,
+        q_function: Callable | Sequence[Callable],
+        device: str | torch.device | None = None,
+    ) -> None:
+        """Give the wrapper the agent's task policies and Q-functions; may be called any time.
+
+        Args:
+            policy: a :class:`~qmp_wrappers.attach.Policy`: ``obs (M, D) -> actions`` or
+                ``-> (sampled, mean)``, each ``(M, A)`` inside the action space. Row m is
+                answered by the policy of the task in row m's one-hot.
+            q_function: a :class:`~qmp_wrappers.attach.QFunction` ``(obs (M, D), actions (M, A))
+                -> values`` of shape (M,), (M, 1), (M, K) or a tuple of K such tensors, or a
+                list of critics (``[qf1, qf2]``). Row m is scored by the Q of row m's task.
+            device: where input tensors live. Inferred from torch modules (and bound methods of
+                modules); with neither a device nor a module, the callables get numpy arrays.
+
+        Each callable is called once on a probe batch (one row per task) to check its outputs;
+        the probe leaves the global torch and NumPy random streams unchanged.
+        """
+        self.qmp.attach(policy, q_function, device)
+
+    def detach(self) -> None:
+        """Forget the attached callables; actions pass through again."""
+        self.qmp.detach()
+
+    @property
+    def attached(self) -> bool:
+        return self.qmp.attached
+
+    @property
+    def enabled(self) -> bool:
+        """False makes actions pass through (selection statistics still count nothing)."""
+        return self.qmp.enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self.qmp.enabled = bool(value)
+
+    @property
+    def num_tasks(self) -> int | None:
+        return self.qmp.num_tasks
+
+    @property
+    def candidate_names(self) -> list[str]:
+        """Task names, then the extra policies' names: the columns of the selection matrix."""
+        return self.qmp.candidate_names
+
+    @property
+    def selection_counts(self) -> np.ndarray:
+        """Counts: row = task being collected, column = candidate executed."""
+        return self.qmp.selection_counts()
+
+    def selection_matrix(self, normalize: bool = True) -> np.ndarray:
+        """The selection matrix; rows normalised to frequencies (rows never visited stay 0)."""
+        return self.qmp.selection_matrix(normalize)
+
+    def reset_selection_stats(self) -> None:
+        self.qmp.reset_selection_stats()

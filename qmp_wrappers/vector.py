@@ -1,0 +1,128 @@
+"""``QMPBehaviorWrapper`` for a ``gymnasium.vector.VectorEnv`` (as Gymnasium names its vector
+wrappers: ``qmp_wrappers.vector.X`` beside ``qmp_wrappers.X``).
+
+One batched policy call and one batched Q call per step serve every sub-env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from qmp_wrappers.switch import QSwitchControls, QSwitchState
+
+
+class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
+    """The Q-switch mixture of all task policies for every sub-env of a vector env.
+
+    Takes the arguments of :class:`qmp_wrappers.QMPBehaviorWrapper`. Sub-envs may run any
+    tasks (a ``qmp/`` id's ``make_vec`` gives one per task); ``info["qmp_action"]`` ``(B, A)``
+    and ``info["qmp_policy"]`` ``(B,)`` come with Gymnasium's ``_key`` masks. Works inside
+    and outside other vector wrappers (e.g. ``RecordEpisodeStatistics``); reach it from
+    outside with :func:`qmp_wrappers.find_qmp_wrapper`.
+
+    Example: each task policy proposes ``task / 10``; every task's Q prefers actions near 0.3,
+    so every task executes policy 3's proposal.
+
+    >>> import gymnasium as gym, numpy as np, qmp_envs
+    >>> env = QMPBehaviorWrapper(gym.make_vec("qmp/MultistageReacher-v0"))
+    >>> policy = lambda obs: np.repeat(obs[:, -5:].argmax(1, keepdims=True) / 10, 6, axis=1)
+    >>> env.attach(policy=policy, q_function=lambda obs, act: -np.abs(act - 0.3).sum(1))
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(policy(obs))
+    >>> info["qmp_policy"].tolist(), info["qmp_action"][0, 0].item()
+    ([3, 3, 3, 3, 3], 0.30000001192092896)
+    >>> env.selection_matrix()[:, 3].tolist()
+    [1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        num_tasks: int | None = None,
+        *,
+        scoring: str = "original",
+        mixture: str = "qswitch",
+        temperature: float = 1.0,
+        hold_steps: int = 1,
+        start_step: int = 0,
+        extra_policies: Sequence[Callable] = (),
+        extra_policy_names: Sequence[str] | None = None,
+        task_id_fn: Callable | None = None,
+        relabel_fn: Callable | None = None,
+        seed: int | None = None,
+    ):
+        if not isinstance(env, VectorEnv):
+            raise TypeError(
+                f"expected a gymnasium VectorEnv, got {type(env).__name__}; use "
+                "qmp_wrappers.QMPBehaviorWrapper for a single env"
+            )
+        VectorWrapper.__init__(self, env)
+        autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        self.qmp = QSwitchState(
+            env,
+            env.single_observation_space,
+            env.single_action_space,
+            env.num_envs,
+            num_tasks,
+            scoring=scoring,
+            mixture=mixture,
+            temperature=temperature,
+            hold_steps=hold_steps,
+            start_step=start_step,
+            extra_policies=extra_policies,
+            extra_policy_names=extra_policy_names,
+            task_id_fn=task_id_fn,
+            relabel_fn=relabel_fn,
+            seed=seed,
+            next_step_autoreset=autoreset == AutoresetMode.NEXT_STEP,
+        )
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.qmp.after_reset(obs, seed)
+        return obs, info
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        agent_actions = self.qmp.validate_actions(actions, (self.num_envs, self.qmp.action_dim))
+        executed, chosen = self.qmp.select(agent_actions)
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        self.qmp.after_step(obs, terminated, truncated)
+        info = dict(info)
+        mask = np.ones(self.num_envs, dtype=bool)
+        info["qmp_action"], info["_qmp_action"] = executed, mask
+        info["qmp_policy"], info["_qmp_policy"] = chosen, mask.copy()
+        return obs, reward, terminated, truncated, info
+
+    def get_attr(self, name: str) -> tuple:
+        """The sub-environments' attribute ``name`` (forwarded to the vector env)."""
+        return self.env.get_attr(name)  # type: ignore[attr-defined]
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple:
+        """Call method ``name`` of every sub-environment (forwarded to the vector env)."""
+        return self.env.call(name, *args, **kwargs)  # type: ignore[attr-defined]
+
+
+def find_qmp_wrapper(env: Any) -> Any:
+    """The QMP wrapper inside a stack of (vector) wrappers, e.g. under
+    ``RecordEpisodeStatistics``, so ``attach`` and the statistics stay reachable.
+
+    >>> import gymnasium as gym, qmp_envs
+    >>> envs = gym.wrappers.vector.RecordEpisodeStatistics(
+    ...     QMPBehaviorWrapper(gym.make_vec("qmp/PointReach-v0")))
+    >>> type(find_qmp_wrapper(envs)).__module__
+    'qmp_wrappers.vector'
+    """
+    layer = env
+    while layer is not None:
+        if isinstance(layer, QSwitchControls):
+            return layer
+        layer = getattr(layer, "env", None)
+    raise ValueError(f"no QMPBehaviorWrapper in the wrapper stack of {env}")
