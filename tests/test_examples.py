@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -16,28 +17,49 @@ def load(name):
     return module
 
 
-def test_unmodified_sb3_sac_stores_the_executed_actions():
+@pytest.mark.parametrize("vec_env", ["dummy", "subproc"])
+def test_unmodified_sb3_sac_trains_vectorised_and_stores_the_executed_actions(vec_env):
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
     example = load("sb3_sac_qmp")
-    env, model = example.make_agent("qmp/MultistageReacher-v0", seed=0, learning_starts=100)
-    executed, proposed = [], []
-    original_step = type(env).step
+    cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
+    venv, model = example.make_agent(
+        "qmp/MultistageReacher-v0", seed=0, learning_starts=100, vec_env_cls=cls
+    )
+    assert venv.num_envs == 5 and venv.get_attr("task_id") == [0, 1, 2, 3, 4]
+    executed, proposed, policy_calls = [], [], []
+    original_step_async = type(venv).step_async
 
-    def recording_step(self, action):
-        out = original_step(self, action)
-        proposed.append(np.array(action))
-        executed.append(out[4]["qmp_action"].copy())
-        return out
+    def recording_step_async(self, actions):
+        proposed.append(np.array(actions))
+        original_step_async(self, actions)
+        executed.append(self._executed.copy())
 
-    type(env).step = recording_step
+    class CountingPolicy:
+        """Forwards to the attached policy and records the batch size of every call."""
+
+        def __init__(self, adapter):
+            self.adapter = adapter
+
+        def policy(self, obs, action_dim):
+            policy_calls.append(len(obs))
+            return self.adapter.policy(obs, action_dim)
+
+    type(venv).step_async = recording_step_async
+    venv.qmp.policy = CountingPolicy(venv.qmp.policy)
     try:
-        model.learn(total_timesteps=300)
+        model.learn(total_timesteps=300)  # 60 vector steps of 5 sub-envs
     finally:
-        type(env).step = original_step
-    stored = model.replay_buffer.actions[: model.replay_buffer.pos, 0]
-    np.testing.assert_array_equal(stored, np.array(executed))
+        type(venv).step_async = original_step_async
+    steps = len(executed)
+    assert steps == 60
+    assert policy_calls == [5 * 5] * steps  # ONE call per step: 5 policies x 5 sub-envs
+    buffer = model.replay_buffer
+    np.testing.assert_array_equal(buffer.actions[: buffer.pos], np.array(executed))
     assert not np.array_equal(np.array(executed), np.array(proposed))  # QMP switched
-    counts = env.selection_counts
+    counts = venv.selection_counts
     assert counts.sum() == 300 and (counts.sum(axis=0) > 0).sum() > 1
+    venv.close()
 
 
 def test_bring_your_own_agent_example():
@@ -75,3 +97,39 @@ def test_pointreach_figure_command(tmp_path):
     assert (out / "pointreach.csv").read_text().splitlines() == rows
     again = pointreach_figure.collected_episodes(run_dir)
     assert all(np.array_equal(a, b) for a, b in zip(again, episodes, strict=True))
+
+
+def marked_lines(path: Path) -> list[str]:
+    """Code lines marked ``# QMP`` / ``# Gymnasium 1.x`` (a marker-only comment marks the next)."""
+    lines = path.read_text().splitlines()
+    marked = []
+    for i, line in enumerate(lines):
+        code, _, comment = line.partition("  # ")
+        if not ("# QMP" in line or "# Gymnasium 1.x" in line) or '"""' in line or "``" in line:
+            continue
+        if line.strip().startswith("#"):
+            marked.append(lines[i + 1].strip())
+        else:
+            marked.append(line.strip())
+    return marked
+
+
+def test_cleanrl_example_runs_and_the_readme_lists_every_change(tmp_path):
+    import subprocess
+    import sys
+
+    script = EXAMPLES / "cleanrl_sac_continuous_action.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--total-timesteps", "300", "--learning-starts", "100",
+         "--batch-size", "32"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "episodic_return" in out.stdout and "SPS" in out.stdout
+    assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("### Add QMP to a CleanRL script") :]
+    marked = marked_lines(script)
+    assert len(marked) >= 12
+    missing = [line for line in marked if line not in section]
+    assert not missing, f"README does not list these changed lines: {missing}"
