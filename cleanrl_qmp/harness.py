@@ -125,6 +125,7 @@ class TrainingRun:
         seed_everything(args.seed, args.torch_deterministic)
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
         self.env_kwargs = suite_facts(args.env_id).env_kwargs(args.env_compat)
+        self.eval_envs: qmp_envs.EvaluationEnvs | None = None
 
         self.global_step, self.update_credit = 0, 0.0
         self.episode_return: np.ndarray | None = None
@@ -363,12 +364,16 @@ class TrainingRun:
         args, step = self.args, self.global_step
         eval_start = time.perf_counter()
         video_dir = self.run_dir / "videos" / f"step_{step}" if args.capture_video else None
+        if self.eval_envs is None:  # built once, reused by every evaluation
+            render_mode = "rgb_array" if args.capture_video else None
+            self.eval_envs = qmp_envs.EvaluationEnvs(
+                args.env_id, env_kwargs=self.env_kwargs, render_mode=render_mode
+            )
         result = qmp_envs.evaluate_policy(
             eval_policy,
-            args.env_id,
+            self.eval_envs,
             episodes_per_task=args.eval_episodes,
             seed=args.seed + 10_000,
-            env_kwargs=self.env_kwargs,
             video_dir=video_dir,
         )
         self.logger.eval_row(result.as_dict(), step)
@@ -397,6 +402,8 @@ class TrainingRun:
             self.evaluate(eval_policy, envs)
         self.save(objects)
         envs.close()
+        if self.eval_envs is not None:
+            self.eval_envs.close()
         self.logger.close()
         if self.args.track:
             import wandb

@@ -6,7 +6,7 @@
 (5, 50)
 """
 
-from qmp_envs.evaluation import EvalResult, evaluate_policy
+from qmp_envs.evaluation import EvalResult, EvaluationEnvs, evaluate_policy
 from qmp_envs.multitask import MujocoMultiTaskEnv, MultiTaskEnv
 from qmp_envs.point_reach import FixedDirectionPolicy, helper_policies
 from qmp_envs.registration import make_task_vector_env, register_suites
@@ -18,6 +18,7 @@ __all__ = [
     "SUITES",
     "SuiteFacts",
     "EvalResult",
+    "EvaluationEnvs",
     "FixedDirectionPolicy",
     "MujocoMultiTaskEnv",
     "MultiTaskEnv",

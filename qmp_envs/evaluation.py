@@ -53,26 +53,89 @@ class EvalResult:
         return metrics
 
 
+class EvaluationEnvs:
+    """One env per evaluated task, built once and reused by every :func:`evaluate_policy` call.
+
+    Building is the expensive part of an evaluation (an MT50 evaluation builds 50 Meta-World
+    envs); a training run keeps one ``EvaluationEnvs`` for all its evaluations. Each call
+    reseeds every env, so reusing them gives what fresh envs would. Families with separate
+    evaluation goals (Meta-World) are built on them (``split="eval"``).
+
+    >>> import numpy as np, qmp_envs
+    >>> with EvaluationEnvs("qmp/PointReach-v0") as envs:
+    ...     first = evaluate_policy(lambda obs: np.ones((len(obs), 2)), envs, episodes_per_task=2)
+    ...     again = evaluate_policy(lambda obs: np.ones((len(obs), 2)), envs, episodes_per_task=2)
+    >>> first.success.tolist() == again.success.tolist() == [1.0]
+    True
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        *,
+        tasks: Sequence[int] | None = None,
+        env_kwargs: dict | None = None,
+        render_mode: str | None = None,
+    ):
+        self.env_id = env_id
+        self.facts = suite_facts(env_id)
+        env_kwargs = dict(env_kwargs or {})
+        if self.facts.has_eval_split:
+            env_kwargs.setdefault("split", "eval")
+        self.tasks = list(range(self.facts.num_tasks)) if tasks is None else [int(t) for t in tasks]
+        bad = [t for t in self.tasks if not 0 <= t < self.facts.num_tasks]
+        if bad:
+            raise ValueError(
+                f"unknown tasks {bad}: {env_id} has tasks 0..{self.facts.num_tasks - 1}"
+            )
+        self.render_mode = render_mode
+        self.envs = [
+            gym.make(env_id, task=t, render_mode=render_mode, **env_kwargs) for t in self.tasks
+        ]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [self.facts.task_names[t] for t in self.tasks]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+    def __enter__(self) -> EvaluationEnvs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def evaluate_policy(
     policy: Callable[[np.ndarray], np.ndarray],
-    env_id: str,
+    envs: str | EvaluationEnvs,
     *,
     episodes_per_task: int | None = None,
     seed: int = 0,
     tasks: Sequence[int] | None = None,
     env_kwargs: dict | None = None,
     video_dir: str | Path | None = None,
+    stop_at_success: bool = False,
 ) -> EvalResult:
-    """Evaluate ``policy`` on every task of ``env_id`` by the field's protocol.
+    """Evaluate ``policy`` on every task of a ``qmp/`` id by the field's protocol.
 
     Args:
         policy: maps a batch of observations ``(B, obs_dim)`` (one-hot included) to deterministic
             actions ``(B, action_dim)``. All tasks' envs are stepped together and batched into one
             call; each row is answered by the policy of the task in its one-hot.
-        episodes_per_task: defaults to the family's ``default_eval_episodes`` (Meta-World: 50,
-            one per goal variation of the evaluation split).
+        envs: an env id (envs are built for this call and closed) or :class:`EvaluationEnvs`
+            built once and reused (then ``tasks`` and ``env_kwargs`` are the ones it was built
+            with).
+        episodes_per_task: defaults to the suite's ``eval_episodes`` (Meta-World: 50, one per
+            goal variation of the evaluation split).
         seed: task k's env is reset with ``seed + k`` once, then runs its episodes in sequence.
-        video_dir: if set, the first episode of every task is rendered headless to a GIF there.
+        video_dir: if set, the first episode of every task is rendered headless to a GIF there
+            (the envs must render: ``EvaluationEnvs(..., render_mode="rgb_array")``).
+        stop_at_success: end each episode at its first success. The success rate is the same
+            (success at ANY step counts) and evaluation is faster, but returns and lengths are
+            of shortened episodes, so they are reported as NaN; leave False for returns.
 
     >>> import numpy as np, qmp_envs
     >>> result = evaluate_policy(lambda obs: np.ones((len(obs), 2)), "qmp/PointReach-v0",
@@ -80,35 +143,47 @@ def evaluate_policy(
     >>> result.success.tolist()
     [1.0]
     """
-    env_kwargs = dict(env_kwargs or {})
-    facts = suite_facts(env_id)
-    if facts.has_eval_split:
-        # Families with separate evaluation goals (Meta-World) are evaluated on them.
-        env_kwargs.setdefault("split", "eval")
-    task_names = list(facts.task_names)
+    if isinstance(envs, str):
+        render_mode = "rgb_array" if video_dir is not None else None
+        with EvaluationEnvs(
+            envs, tasks=tasks, env_kwargs=env_kwargs, render_mode=render_mode
+        ) as built:
+            return evaluate_policy(
+                policy,
+                built,
+                episodes_per_task=episodes_per_task,
+                seed=seed,
+                video_dir=video_dir,
+                stop_at_success=stop_at_success,
+            )
+    if tasks is not None or env_kwargs is not None:
+        raise ValueError("tasks and env_kwargs belong to EvaluationEnvs(...) when envs are reused")
+    if video_dir is not None and envs.render_mode != "rgb_array":
+        raise ValueError(
+            "video_dir needs envs built with EvaluationEnvs(..., render_mode='rgb_array')"
+        )
+    facts = envs.facts
     info_keys = facts.eval_info_keys
     if episodes_per_task is None:
         episodes_per_task = facts.eval_episodes
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
-    tasks = list(range(len(task_names))) if tasks is None else [int(t) for t in tasks]
-    render_mode = "rgb_array" if video_dir is not None else None
-    envs = [gym.make(env_id, task=t, render_mode=render_mode, **env_kwargs) for t in tasks]
+    tasks, env_list = envs.tasks, envs.envs
 
-    n = len(envs)
+    n = len(env_list)
     successes = np.zeros((n, episodes_per_task))
     returns = np.zeros((n, episodes_per_task))
     lengths = np.zeros((n, episodes_per_task))
     extras = {key: np.zeros((n, episodes_per_task)) for key in info_keys}
     episode_index = np.zeros(n, dtype=int)
     frames: list[list[np.ndarray]] = [[] for _ in range(n)]
-    obs = [env.reset(seed=seed + task)[0] for env, task in zip(envs, tasks, strict=True)]
+    obs = [env.reset(seed=seed + task)[0] for env, task in zip(env_list, tasks, strict=True)]
     episode_success = np.zeros(n, dtype=bool)
     episode_flags = {key: np.zeros(n, dtype=bool) for key in info_keys}
     running_return = np.zeros(n)
     running_length = np.zeros(n, dtype=int)
     if video_dir is not None:
-        for k, env in enumerate(envs):
+        for k, env in enumerate(env_list):
             frames[k].append(env.render())
 
     while (active := np.flatnonzero(episode_index < episodes_per_task)).size:
@@ -119,15 +194,15 @@ def evaluate_policy(
                 f"policy returned {actions.shape[0]} actions for {len(active)} observations"
             )
         for row, k in enumerate(active):
-            obs[k], reward, terminated, truncated, info = envs[k].step(actions[row])
+            obs[k], reward, terminated, truncated, info = env_list[k].step(actions[row])
             running_return[k] += reward
             running_length[k] += 1
             episode_success[k] |= bool(info["success"])
             for key in info_keys:
                 episode_flags[key][k] |= bool(info.get(key, False))
             if video_dir is not None and episode_index[k] == 0:
-                frames[k].append(envs[k].render())
-            if terminated or truncated:
+                frames[k].append(env_list[k].render())
+            if terminated or truncated or (stop_at_success and episode_success[k]):
                 e = episode_index[k]
                 successes[k, e] = episode_success[k]
                 returns[k, e] = running_return[k]
@@ -138,13 +213,13 @@ def evaluate_policy(
                 episode_index[k] += 1
                 episode_success[k], running_return[k], running_length[k] = False, 0.0, 0
                 if episode_index[k] < episodes_per_task:
-                    obs[k] = envs[k].reset()[0]
-    for env in envs:
-        env.close()
+                    obs[k] = env_list[k].reset()[0]
     if video_dir is not None:
-        _write_videos(Path(video_dir), [task_names[t] for t in tasks], frames)
+        _write_videos(Path(video_dir), envs.task_names, frames)
+    if stop_at_success:  # shortened episodes: their returns and lengths would mislead
+        returns[:] = lengths[:] = np.nan
     return EvalResult(
-        task_names=[task_names[t] for t in tasks],
+        task_names=envs.task_names,
         success=successes.mean(axis=1),
         episode_return=returns.mean(axis=1),
         episode_length=lengths.mean(axis=1),

@@ -13,6 +13,7 @@ the other 49 tasks.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import mujoco
@@ -116,6 +117,14 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
         task = self.allowed_tasks[self._cycle_position % len(self.allowed_tasks)]
         self._cycle_position += 1
         return task
+
+    @property
+    def task_name(self) -> str:
+        """Meta-World's class name of the current task (e.g. ``SawyerReachEnvV3``), which is
+        what ``metaworld.evaluation.evaluation`` maps back to a task; ``task_names`` holds ours."""
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        return ALL_V3_ENVIRONMENTS[f"{self.task_names[self.task_id]}-v3"].__name__
 
     def _next_variation(self, task_id: int) -> int:
         order = self._orders.get(task_id)
@@ -272,3 +281,25 @@ def _import_env(exported: tuple):
     mujoco.mj_forward(env.model, env.data)  # derived quantities (positions, contacts)
     mujoco.mj_setState(env.model, env.data, sim_state, _FULL_STATE)  # keep the warm start
     return env
+
+
+def scripted_policy(env_id: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Meta-World's own scripted expert of each task, batched over our observation layout.
+
+    Row m is answered by the expert of the task in its one-hot (the last N entries); the expert
+    sees Meta-World's 39 features. Useful as a known-good agent for evaluation checks.
+    """
+    from metaworld.policies import ENV_POLICY_MAP
+
+    facts = SUITES[env_id]
+    experts = [ENV_POLICY_MAP[f"{name}-v3"]() for name in facts.task_names]
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        tasks = obs[:, facts.feature_dim :].argmax(axis=1)
+        features = obs[:, : facts.feature_dim]
+        return np.stack(
+            [experts[t].get_action(row) for t, row in zip(tasks, features, strict=True)]
+        ).astype(np.float32)
+
+    return policy

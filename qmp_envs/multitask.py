@@ -134,6 +134,8 @@ class MultiTaskEnv(gym.Env):
         self._cycle_position = 0
         self._episode_success = False
         self._obs = np.zeros(self.observation_space.shape, dtype=np.float32)
+        #: End episodes at their first success (Meta-World's evaluation protocol toggles it).
+        self.terminate_on_success = False
 
     # -- task selection --------------------------------------------------------------------
     def _check_task(self, task: Any, name: str) -> int:
@@ -184,8 +186,18 @@ class MultiTaskEnv(gym.Env):
         info["task_id"] = self.task_id
         info["success"] = success
         info["episode_success"] = self._episode_success
-        truncated = self._time_limit_reached(bool(terminated))
-        return self._observation(features), float(reward), bool(terminated), truncated, info
+        terminated = bool(terminated) or (self.terminate_on_success and success)
+        truncated = self._time_limit_reached(terminated)
+        return self._observation(features), float(reward), terminated, truncated, info
+
+    def toggle_terminate_on_success(self, on: bool) -> None:
+        """Whether episodes end at their first success (the name Meta-World's tools call)."""
+        self.terminate_on_success = bool(on)
+
+    @property
+    def task_name(self) -> str:
+        """The name of the current task."""
+        return self.task_names[self.task_id]
 
     def _validate_action(self, action) -> np.ndarray:
         try:

@@ -21,6 +21,7 @@ def make_task_vector_env(
     *,
     vector_strategy: str = "sync",
     autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    record_episode_statistics: bool = False,
     **env_kwargs,
 ) -> gym.vector.VectorEnv:
     """One sub-env per task: sub-env k is ``gym.make(env_id, task=k % N, **env_kwargs)``.
@@ -28,6 +29,9 @@ def make_task_vector_env(
     ``num_envs`` must be a multiple of the task count N; Gymnasium's default of 1 means N (one
     sub-env per task). For off-policy training prefer ``autoreset_mode=AutoresetMode.SAME_STEP``
     so the final observation of a truncated episode is available for bootstrapping.
+    ``record_episode_statistics=True`` wraps each sub-env in ``RecordEpisodeStatistics``, so
+    ``final_info["episode"]`` exists (what ``metaworld.evaluation.evaluation`` reads, with
+    ``autoreset_mode=SAME_STEP``).
     """
     num_tasks = suite_facts(env_id).num_tasks
     if num_envs == 1:
@@ -44,8 +48,16 @@ def make_task_vector_env(
     vector_classes = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}
     if vector_strategy not in vector_classes:
         raise ValueError(f"vector_strategy must be 'sync' or 'async', got {vector_strategy!r}")
-    env_fns = [partial(gym.make, env_id, task=k % num_tasks, **env_kwargs) for k in range(num_envs)]
+    env_fns = [
+        partial(_make_sub_env, env_id, k % num_tasks, record_episode_statistics, env_kwargs)
+        for k in range(num_envs)
+    ]
     return vector_classes[vector_strategy](env_fns, autoreset_mode=AutoresetMode(autoreset_mode))
+
+
+def _make_sub_env(env_id: str, task: int, record_stats: bool, env_kwargs: dict) -> gym.Env:
+    env = gym.make(env_id, task=task, **env_kwargs)
+    return gym.wrappers.RecordEpisodeStatistics(env) if record_stats else env
 
 
 def vector_entry_point_name(env_id: str) -> str:

@@ -129,3 +129,44 @@ def test_full_mt50_vector_env_builds_and_steps():
     obs, *_ = envs.step(np.zeros((50, 4), np.float32))
     assert np.isfinite(obs).all()
     envs.close()
+
+
+def test_metaworld_evaluation_runs_on_our_mt10_and_agrees_with_evaluate_policy():
+    """Meta-World's own evaluation() and ours, same envs and goals, scripted experts."""
+    from gymnasium.utils import seeding
+    from metaworld.evaluation import evaluation
+
+    from qmp_envs.metaworld_suites import scripted_policy
+
+    policy = scripted_policy("qmp/MetaWorldMT10-v0")
+
+    class ScriptedAgent:
+        def eval_action(self, observations):
+            return policy(observations)
+
+        def reset(self, env_mask):
+            pass
+
+    episodes, seed = 3, 7
+    envs = gym.make_vec(
+        "qmp/MetaWorldMT10-v0",
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        record_episode_statistics=True,
+        split="eval",
+        seed=0,
+    )
+    # The goal order a seeded reset would draw, without spending a reset on it.
+    envs.set_attr("np_random", [seeding.np_random(seed + k)[0] for k in range(10)])
+    mean_success, _, per_task, _ = evaluation(ScriptedAgent(), envs, num_episodes=episodes)
+    assert envs.get_attr("terminate_on_success") == (False,) * 10  # toggled back
+    envs.close()
+
+    with qmp_envs.EvaluationEnvs("qmp/MetaWorldMT10-v0", env_kwargs={"seed": 0}) as ours:
+        result = qmp_envs.evaluate_policy(
+            policy, ours, episodes_per_task=episodes, seed=seed, stop_at_success=True
+        )
+    theirs = {name.removesuffix("-v3"): rate for name, rate in per_task.items()}
+    assert theirs == dict(zip(result.task_names, result.success.tolist(), strict=True))
+    assert mean_success == pytest.approx(result.mean_success)
+    assert mean_success > 0.5  # the experts mostly succeed: the comparison is not vacuous
+    assert np.isnan(result.mean_return)  # shortened episodes report no return
