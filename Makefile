@@ -1,6 +1,6 @@
 # The two set-up-free commands of the README:
 #   make demo   creates .venv if missing, installs the pinned set, runs a short QMP training job
-#   make test   creates .venv if missing, installs the pinned set, runs ruff and the test suite
+#   make test   creates .venv if missing, installs the pinned set, runs ruff, mypy and the tests
 # Re-running either is cheap: the install step is skipped while requirements.lock and
 # pyproject.toml are unchanged.
 PYTHON ?= python3
@@ -28,6 +28,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest -q

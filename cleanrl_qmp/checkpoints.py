@@ -168,7 +168,9 @@ def load_newest_checkpoint(
         folder = path.parent
         step = checkpoint_step(path)
         older = [
-            p for p in saved_checkpoints(folder) if step is not None and checkpoint_step(p) < step
+            p
+            for p in saved_checkpoints(folder)
+            if step is not None and (checkpoint_step(p) or 0) < step
         ]
         candidates = [path, *reversed(older)]
     for candidate in candidates:
@@ -181,3 +183,12 @@ def load_newest_checkpoint(
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
+    import torch  # here: the results driver reads checkpoints' names without importing torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = torch_deterministic

@@ -6,7 +6,7 @@ and what is allowed).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -277,3 +277,31 @@ def refuse(what: str, problems: list[str], lock: RunFolderLock | None = None) ->
 def script_name(args: BaseArgs) -> str:
     """The file name of the script whose ``Args`` these are (``sac_qmp.py``)."""
     return Path(sys.modules[type(args).__module__].__file__).name
+
+
+def resumed_configuration(args: Any, checkpoint: dict, run_dir: Path, lock: Any) -> Any:
+    """The checkpoint's configuration, with the :data:`RESUMABLE_FLAGS` given now; refuses
+    (exit 2, naming every conflict) another script's checkpoint or contradicting flags."""
+    saved, script = checkpoint["args"], checkpoint.get("script")
+    if script is not None and script != script_name(args):
+        refuse(
+            "wrong script",
+            [f"{args.resume} was written by {script}, not {script_name(args)}: "
+             f"resume it with cleanrl_qmp/{script}"],
+            lock,
+        )  # fmt: skip
+    if not isinstance(saved, dict):  # checkpoints before args were stored as a dict
+        saved = asdict(saved)
+    known = {f.name for f in fields(type(args))}
+    saved = type(args)(**{k: v for k, v in saved.items() if k in known})
+    conflicts = resume_conflicts(args, saved)
+    if conflicts:
+        refuse(f"these flags contradict {args.resume}", conflicts, lock)
+    defaults = type(args)()
+    for name in RESUMABLE_FLAGS - {"resume"}:
+        if getattr(args, name) != getattr(defaults, name):
+            setattr(saved, name, getattr(args, name))
+    saved.resume = args.resume
+    # A run continues in the folder that holds the checkpoint (runs can be moved).
+    saved.run_dir = str(run_dir.resolve())
+    return saved

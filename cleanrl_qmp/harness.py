@@ -22,13 +22,12 @@ the logs, the evaluation protocol and checkpoint I/O. Saving and loading are exp
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -40,17 +39,17 @@ from cleanrl_qmp.checkpoints import (
     load_newest_checkpoint,
     save_checkpoint,
     saved_checkpoints,
+    seed_everything,
     set_rng_state,
     warn,
 )
 from cleanrl_qmp.config import (
     DEMO,
-    RESUMABLE_FLAGS,
     BaseArgs,
     refuse,
     registered_qmp_ids,
     resolve_preset,
-    resume_conflicts,
+    resumed_configuration,
     script_name,
 )
 from cleanrl_qmp.run_files import (
@@ -60,7 +59,7 @@ from cleanrl_qmp.run_files import (
     atomic_write_text,
     remove_stale_temporaries,
 )
-from cleanrl_qmp.run_logging import RunLogger
+from cleanrl_qmp.run_logging import RunLogger, start_wandb
 from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs.suites import suite_facts
 from qmp_wrappers import MultiTaskReplayBuffer
@@ -77,28 +76,15 @@ COUNTERS = (
 )
 
 
-def seed_everything(seed: int, torch_deterministic: bool = True) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = torch_deterministic
+ArgsT = TypeVar("ArgsT", bound=BaseArgs)
 
 
-def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: torch.device):
-    """Wrap a torch ``rows -> actions`` function as the numpy policy the evaluator calls."""
-
-    def policy(obs_batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            rows = torch.as_tensor(obs_batch, dtype=torch.float32, device=device)
-            return act(rows).cpu().numpy()
-
-    return policy
-
-
-class TrainingRun:
+class TrainingRun(Generic[ArgsT]):
     """Run folder, configuration, seeding, counters, logs, evaluation and checkpoint files."""
 
-    def __init__(self, args: BaseArgs, preset_overrides: dict[str, dict] | None = None):
+    args: ArgsT
+
+    def __init__(self, args: ArgsT, preset_overrides: dict[str, dict] | None = None):
         self.checkpoint: dict | None = None
         self.lock: RunFolderLock | None = None
         if args.resume:
@@ -137,7 +123,7 @@ class TrainingRun:
                 setattr(self, name, self.checkpoint[name])
         self.last_success = float("nan")
         if args.track:  # before the TensorBoard writer exists, so wandb can mirror it
-            self._start_wandb()
+            start_wandb(self.run_dir, self.args)
         resume_step = self.global_step if self.checkpoint is not None else None
         self.logger = RunLogger(self.run_dir, args, resume_step=resume_step)
         if resume_step is not None:
@@ -158,9 +144,9 @@ class TrainingRun:
         )
 
     # -- configuration and the run folder -------------------------------------------------
-    def _resumed_args(self, args: BaseArgs) -> BaseArgs:
-        """Lock the checkpoint's run folder, load the newest checkpoint that loads, and return
-        its configuration with the flags a resume may change; refuse contradictions."""
+    def _resumed_args(self, args: ArgsT) -> ArgsT:
+        """Lock the checkpoint's run folder, load its newest checkpoint that loads, and return
+        its configuration with the flags a resume may change (contradictions are refused)."""
         resume = Path(args.resume)
         if resume.is_dir():
             run_dir = resume.parent if resume.name == "checkpoints" else resume
@@ -169,29 +155,7 @@ class TrainingRun:
         self._lock_run_folder(run_dir)
         checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
         args.resume = str(checkpoint_file)
-        saved, script = self.checkpoint["args"], self.checkpoint.get("script")
-        if script is not None and script != script_name(args):
-            refuse(
-                "wrong script",
-                [f"{args.resume} was written by {script}, not {script_name(args)}: "
-                 f"resume it with cleanrl_qmp/{script}"],
-                self.lock,
-            )  # fmt: skip
-        if not isinstance(saved, dict):  # checkpoints before args were stored as a dict
-            saved = asdict(saved)
-        known = {f.name for f in fields(type(args))}
-        saved = type(args)(**{k: v for k, v in saved.items() if k in known})
-        conflicts = resume_conflicts(args, saved)
-        if conflicts:
-            refuse(f"these flags contradict {args.resume}", conflicts, self.lock)
-        defaults = type(args)()
-        for name in RESUMABLE_FLAGS - {"resume"}:
-            if getattr(args, name) != getattr(defaults, name):
-                setattr(saved, name, getattr(args, name))
-        saved.resume = args.resume
-        # A run continues in the folder that holds the checkpoint (runs can be moved).
-        saved.run_dir = str(run_dir.resolve())
-        return saved
+        return resumed_configuration(args, self.checkpoint, run_dir, self.lock)
 
     def _lock_run_folder(self, run_dir: Path) -> None:
         """Own the run folder for this process's life (two processes never train in one
@@ -204,28 +168,6 @@ class TrainingRun:
         for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
             for stale in remove_stale_temporaries(folder):
                 warn(f"removed {stale}, a partial write left by a killed process")
-
-    def _start_wandb(self) -> None:
-        """CleanRL's tracking: a wandb run mirroring the TensorBoard scalars. A resumed run
-        continues the same wandb run (its id is kept in the run folder)."""
-        import uuid
-
-        import wandb
-
-        id_file = self.run_dir / "wandb_id"
-        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:16]
-        atomic_write_text(id_file, run_id)
-        wandb.init(
-            project=self.args.wandb_project_name,
-            entity=self.args.wandb_entity,
-            sync_tensorboard=True,
-            config=asdict(self.args),
-            name=self.run_dir.name,
-            id=run_id,
-            resume="allow",
-            dir=str(self.run_dir),
-            save_code=False,
-        )
 
     @property
     def resuming(self) -> bool:
@@ -416,10 +358,3 @@ class TrainingRun:
             self.lock.release()
         print(f"done: {self.global_step} env steps; metrics in {self.run_dir / 'metrics.csv'}")
         return self.run_dir
-
-
-def plot_demo(run_dir: Path) -> None:
-    from qmp_experiments.plot import plot_runs
-
-    for path in plot_runs([run_dir], run_dir):
-        print(f"plot: {path}")

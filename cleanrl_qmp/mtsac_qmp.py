@@ -22,10 +22,11 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.config import BaseArgs
-from cleanrl_qmp.harness import TrainingRun, deterministic_policy
+from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import (
     MultiHeadActor,
     MultiHeadTwinCritic,
+    deterministic_policy,
     soft_update,
     task_ids_of,
 )

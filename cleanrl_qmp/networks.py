@@ -135,6 +135,7 @@ class TaskFeatures(nn.Module):
             raise ValueError(
                 f"feature mask has shape {tuple(mask.shape)}, expected ({feature_dim},)"
             )
+        self.index: torch.Tensor
         self.register_buffer("index", torch.nonzero(mask).flatten(), persistent=False)
         self.num_features = int(mask.sum())
 
@@ -340,3 +341,14 @@ class PerTaskSAC:
     def parts(self) -> dict[str, Any]:
         """Every part by name, as checkpoints store them."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def deterministic_policy(act: Callable[[torch.Tensor], torch.Tensor], device: torch.device):
+    """Wrap a torch ``rows -> actions`` function as the numpy policy the evaluator calls."""
+
+    def policy(obs_batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            rows = torch.as_tensor(obs_batch, dtype=torch.float32, device=device)
+            return act(rows).cpu().numpy()
+
+    return policy

@@ -51,7 +51,7 @@ def provenance(start_step: int) -> dict:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PROVENANCE_PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -175,3 +175,33 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def start_wandb(run_dir: Path, args: Any) -> None:
+    """CleanRL's tracking: a wandb run mirroring the TensorBoard scalars. A resumed run
+    continues the same wandb run (its id is kept in the run folder)."""
+    import uuid
+
+    import wandb
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:16]
+    atomic_write_text(id_file, run_id)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        sync_tensorboard=True,
+        config=asdict(args),
+        name=run_dir.name,
+        id=run_id,
+        resume="allow",
+        dir=str(run_dir),
+        save_code=False,
+    )
+
+
+def plot_demo(run_dir: Path) -> None:
+    from qmp_experiments.plot import plot_runs
+
+    for path in plot_runs([run_dir], run_dir):
+        print(f"plot: {path}")

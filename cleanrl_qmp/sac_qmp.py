@@ -24,8 +24,9 @@ import torch.nn.functional as F
 import tyro
 
 from cleanrl_qmp.config import BaseArgs
-from cleanrl_qmp.harness import TrainingRun, deterministic_policy, plot_demo
-from cleanrl_qmp.networks import PerTaskSAC, soft_update
+from cleanrl_qmp.harness import TrainingRun
+from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
+from cleanrl_qmp.run_logging import plot_demo
 from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs import helper_policies
 from qmp_wrappers.vector import QMPBehaviorWrapper

@@ -40,10 +40,16 @@ class TaskSpec:
             feature_dim=facts.feature_dim,
             feature_mask=facts.agent_feature_mask,
             min_reward=facts.min_reward,
-            observation_space=envs.single_observation_space,
-            action_space=envs.single_action_space,
+            observation_space=_box(envs.single_observation_space),
+            action_space=_box(envs.single_action_space),
         )
         space = spec.action_space
         if not (np.all(space.low == -1) and np.all(space.high == 1)):
             raise ValueError(f"the scripts expect actions in [-1, 1], got {space}")
         return spec
+
+
+def _box(space: gym.Space) -> gym.spaces.Box:
+    if not isinstance(space, gym.spaces.Box):
+        raise TypeError(f"the scripts expect Box spaces, got {space}")
+    return space

@@ -19,8 +19,8 @@ import torch
 import tyro
 
 from cleanrl_qmp.config import BaseArgs, check
-from cleanrl_qmp.harness import TrainingRun, deterministic_policy
-from cleanrl_qmp.networks import PerTaskSAC, soft_update
+from cleanrl_qmp.harness import TrainingRun
+from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
 from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs import helper_policies
 from qmp_wrappers.vector import QMPBehaviorWrapper

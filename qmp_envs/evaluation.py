@@ -184,7 +184,7 @@ def evaluate_policy(
     running_length = np.zeros(n, dtype=int)
     if video_dir is not None:
         for k, env in enumerate(env_list):
-            frames[k].append(env.render())
+            frames[k].append(np.asarray(env.render()))
 
     while (active := np.flatnonzero(episode_index < episodes_per_task)).size:
         batch = np.stack([obs[k] for k in active])
@@ -193,15 +193,15 @@ def evaluate_policy(
             raise ValueError(
                 f"policy returned {actions.shape[0]} actions for {len(active)} observations"
             )
-        for row, k in enumerate(active):
+        for row, k in enumerate(active.tolist()):
             obs[k], reward, terminated, truncated, info = env_list[k].step(actions[row])
-            running_return[k] += reward
+            running_return[k] += float(reward)
             running_length[k] += 1
             episode_success[k] |= bool(info["success"])
             for key in info_keys:
                 episode_flags[key][k] |= bool(info.get(key, False))
             if video_dir is not None and episode_index[k] == 0:
-                frames[k].append(env_list[k].render())
+                frames[k].append(np.asarray(env_list[k].render()))
             if terminated or truncated or (stop_at_success and episode_success[k]):
                 e = episode_index[k]
                 successes[k, e] = episode_success[k]
@@ -233,4 +233,4 @@ def _write_videos(video_dir: Path, names: list[str], frames: list[list[np.ndarra
 
     video_dir.mkdir(parents=True, exist_ok=True)
     for name, task_frames in zip(names, frames, strict=True):
-        imageio.mimsave(video_dir / f"{name}.gif", task_frames, duration=40, loop=0)
+        imageio.mimsave(video_dir / f"{name}.gif", list(task_frames), duration=40, loop=0)

@@ -48,7 +48,7 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
     task's env (:meth:`_make_task_env`) and how to apply a variation (:meth:`_set_variation`).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 80}
 
     def __init__(
         self,
@@ -80,7 +80,8 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
         self._render_kwargs = {"width": width, "height": height, "camera_name": camera_name}
         self._envs: dict[int, Any] = {}
         self._orders: dict[int, list[int]] = {}
-        self._env, self._env_task = None, None
+        self._env: Any = None  # the current task's Meta-World env
+        self._env_task: int | None = None
 
     # -- lazy construction -----------------------------------------------------------------
     def task_env(self, task_id: int):
@@ -292,7 +293,7 @@ def scripted_policy(env_id: str) -> Callable[[np.ndarray], np.ndarray]:
     from metaworld.policies import ENV_POLICY_MAP
 
     facts = SUITES[env_id]
-    experts = [ENV_POLICY_MAP[f"{name}-v3"]() for name in facts.task_names]
+    experts = [ENV_POLICY_MAP[f"{name}-v3"]() for name in facts.task_names]  # type: ignore[abstract]
 
     def policy(obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)

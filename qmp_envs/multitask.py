@@ -9,7 +9,7 @@ must report (``task_id``, ``success``, ``episode_success``).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import mujoco
@@ -77,7 +77,7 @@ class MultiTaskEnv(gym.Env):
     reseeds and restarts the cycle at task 0, so a seeded reset reproduces a rollout exactly.
     """
 
-    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 25}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 25}
 
     task_names: list[str]
     feature_dim: int

@@ -7,6 +7,8 @@ helper policies (``up``, ``right``, ``up-right``, ...) can, which is what QMP ex
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from qmp_envs.multitask import MultiTaskEnv
@@ -40,7 +42,7 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
     """
 
     feature_bounds = (0.0, 1.0)
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, ctrl_cost: float = 0.0, render_mode: str | None = None, **kwargs):
         if not np.isfinite(ctrl_cost) or ctrl_cost < 0:

@@ -239,7 +239,10 @@ class MultistageReacherEnv(MujocoMultiTaskEnv, suite="qmp/MultistageReacher-v0")
         return self.data.site_xpos[self._hand_site].copy()
 
     def goal_position(self, name: str) -> np.ndarray:
-        return self._stay_goal.copy() if name == "stay" else np.array(SUBGOALS[name])
+        if name == "stay":
+            assert self._stay_goal is not None, "the stay goal is drawn at the first reset"
+            return self._stay_goal.copy()
+        return np.array(SUBGOALS[name])
 
     def _sample_stay_goal(self) -> np.ndarray:
         """The original's stay goal: hand after one random-action control step from qpos0."""

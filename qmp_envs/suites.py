@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class SuiteFacts:
         values["kwargs"] = dict(self.kwargs)
         return _rebuild_facts, (values,)
 
-    def env_kwargs(self, compat: str) -> dict[str, str]:
+    def env_kwargs(self, compat: str) -> dict[str, Any]:
         """The ``compat`` keyword for envs that take it, nothing for the others."""
         return {"compat": compat} if self.has_compat else {}
 

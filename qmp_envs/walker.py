@@ -99,7 +99,10 @@ class Walker2dMTEnv(MujocoMultiTaskEnv, suite="qmp/Walker2dMT4-v0"):
         )
         kwargs.setdefault("camera", "track")  # Gymnasium's v5 walker camera follows the torso
         super().__init__(build_walker_model(crawl=False), **kwargs)
-        self._scenes = {False: (self.model, self.data), True: None}
+        self._scenes: dict[bool, tuple[mujoco.MjModel, mujoco.MjData] | None] = {
+            False: (self.model, self.data),
+            True: None,
+        }
         self.elapsed_steps = 0
         self._timed_out = False
         self._bind_model()
@@ -117,7 +120,9 @@ class Walker2dMTEnv(MujocoMultiTaskEnv, suite="qmp/Walker2dMT4-v0"):
         if self._scenes[crawl] is None:
             model = build_walker_model(crawl=True)
             self._scenes[crawl] = (model, mujoco.MjData(model))
-        model, data = self._scenes[crawl]
+        scene = self._scenes[crawl]
+        assert scene is not None
+        model, data = scene
         mujoco.mj_resetData(model, data)
         if model is not self.model:
             self.close()  # the renderer is bound to the previous model

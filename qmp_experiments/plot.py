@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -86,7 +87,7 @@ def group_curves(runs: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def plot_runs(
-    run_dirs: list[str | Path],
+    run_dirs: Sequence[str | Path],
     out_dir: str | Path,
     metric: str = DEFAULT_METRIC,
     selection: bool = True,

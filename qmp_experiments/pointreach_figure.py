@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -85,7 +86,7 @@ def final_success(run_dir: Path) -> float:
         return float(list(csv.DictReader(f))[-1]["eval/success_mean"])
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: Sequence[float] | Sequence[np.floating] | np.ndarray) -> dict[str, float]:
     return {
         "mean": float(np.mean(values)),
         "min": float(np.min(values)),
@@ -116,7 +117,7 @@ def draw(campaign: Campaign, root: Path, seed_shown: int, episodes_shown: int) -
                     axes[0, col].plot(episode[:, 0], episode[:, 1], lw=0.8, alpha=0.6)
         share = np.array(shares)
         ax = axes[0, col]
-        ax.add_patch(plt.Circle(GOAL, GOAL_RADIUS, color="tab:green", alpha=0.3))
+        ax.add_patch(plt.Circle(tuple(GOAL), GOAL_RADIUS, color="tab:green", alpha=0.3))
         ax.add_patch(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15))
         title = TITLES.get(method.name, method.name)
         ax.set(xlim=(0, ARENA_SIZE), ylim=(0, ARENA_SIZE), aspect="equal", title=title)

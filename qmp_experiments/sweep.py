@@ -26,6 +26,7 @@ import argparse
 import ctypes
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -277,7 +278,7 @@ def run_ray(
     """Every run as one Ray task on the cluster at ``address``."""
     import ray
 
-    ray.init(address=address, logging_level="warning", log_to_driver=False)
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     # Nodes that see this file with this token share the results folder.

@@ -170,7 +170,9 @@ def bind_networks(
     """Validate ``attach``'s arguments with one probe call each; return the adapters."""
     if not callable(policy):
         raise TypeError(f"policy must be callable (a Policy), got {type(policy).__name__}")
-    critics = list(q_function) if isinstance(q_function, list | tuple) else [q_function]
+    critics: list[Callable] = (
+        list(q_function) if isinstance(q_function, list | tuple) else [q_function]  # type: ignore[list-item]
+    )
     if not critics:
         raise ValueError("q_function is an empty list; give one critic or a list of critics")
     for k, critic in enumerate(critics):
@@ -178,7 +180,7 @@ def bind_networks(
             label = "q_function" if len(critics) == 1 else f"q_function[{k}]"
             raise TypeError(f"{label} must be callable (a QFunction), got {type(critic).__name__}")
     torch_input, device = resolve_device(policy, critics, device)
-    combined = critics[0] if len(critics) == 1 else CriticList(critics)
+    combined: Callable = critics[0] if len(critics) == 1 else CriticList(critics)
     policy_adapter = CallableAdapter(policy, "policy", torch_input, device)
     q_adapter = CallableAdapter(combined, "q_function", torch_input, device)
 

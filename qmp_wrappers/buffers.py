@@ -58,8 +58,11 @@ class QMPReplayBuffer(ReplayBuffer):
         if store_scaled_actions and not isinstance(self.action_space, spaces.Box):
             raise TypeError("store_scaled_actions needs a Box action space")
         # A space already [-1, 1] needs no rescaling, and skipping it keeps actions bit-exact.
-        self.store_scaled_actions = store_scaled_actions and not (
-            np.all(self.action_space.low == -1) and np.all(self.action_space.high == 1)
+        space = self.action_space
+        self.store_scaled_actions = (
+            store_scaled_actions
+            and isinstance(space, spaces.Box)
+            and not (np.all(space.low == -1) and np.all(space.high == 1))
         )
 
     # Pickling (checkpoints) keeps only the filled rows, so a checkpoint grows with the data
@@ -90,6 +93,7 @@ class QMPReplayBuffer(ReplayBuffer):
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         action = executed_actions(infos, self.n_envs).astype(self.actions.dtype)
         if self.store_scaled_actions:
+            assert isinstance(self.action_space, spaces.Box)
             low, high = self.action_space.low, self.action_space.high
             action = (2.0 * (action - low) / (high - low) - 1.0).astype(self.actions.dtype)
         if isinstance(infos, dict):

@@ -36,10 +36,10 @@ class MultiTaskParallelEnv(ParallelEnv):
         self.agents: list[str] = []
         self.render_mode = None
 
-    def observation_space(self, agent: str) -> gym.spaces.Box:
+    def observation_space(self, agent: str) -> gym.Space:
         return self._env(agent).observation_space
 
-    def action_space(self, agent: str) -> gym.spaces.Box:
+    def action_space(self, agent: str) -> gym.Space:
         return self._env(agent).action_space
 
     def _env(self, agent: str) -> gym.Env:

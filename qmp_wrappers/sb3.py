@@ -80,6 +80,8 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
 class _TaskNames:
     """Lets :func:`~qmp_wrappers.switch.find_tasks` read task names from an SB3 ``VecEnv``."""
 
+    spec: gym.envs.registration.EnvSpec | None
+
     def __init__(self, venv: VecEnv):
         try:
             env_id = venv.get_attr("spec", indices=[0])[0].id
@@ -121,7 +123,8 @@ def make_qmp_vec_env(
 
         return build
 
-    venv = vec_env_cls([make(k) for k in range(facts.num_tasks)], **(vec_env_kwargs or {}))
+    env_fns = [make(k) for k in range(facts.num_tasks)]
+    venv = vec_env_cls(env_fns, **(vec_env_kwargs or {}))  # type: ignore[arg-type]
     return QMPVecEnvWrapper(
         venv, num_tasks=facts.num_tasks, extra_policies=extra_policies, **qmp_options
     )

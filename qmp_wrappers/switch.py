@@ -163,8 +163,8 @@ class QSwitchState:
             policy,
             q_function,
             device,
-            self.observation_space,  # type: ignore[arg-type]
-            self.action_space,  # type: ignore[arg-type]
+            self.observation_space,
+            self.action_space,
             self.num_tasks,
             self.relabel,
         )
@@ -287,8 +287,8 @@ class QSwitchState:
         self.hold_left -= 1
 
         batch_index = torch.arange(self.num_envs, device=device)
-        executed = candidates.sampled[batch_index, torch.as_tensor(chosen, device=device)]
-        executed = executed.cpu().numpy().astype(np.float32)
+        picked = candidates.sampled[batch_index, torch.as_tensor(chosen, device=device)]
+        executed = picked.cpu().numpy().astype(np.float32)
         # The agent's own choice is copied bit for bit (no device round trip for it).
         own = chosen == task_ids
         executed[own] = agent_actions[own]

@@ -84,7 +84,7 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
+        obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
         self.qmp.after_reset(obs, seed)
         return obs, info
 
