@@ -36,6 +36,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "qmp/PointReach-v0": Preset(50_000, 256, 1_000, 3e-4, (256, 256), 1.0, 10, 5_000),
+    "qmp/PointReach-v1": Preset(50_000, 256, 1_000, 3e-4, (256, 256), 1.0, 10, 5_000),
     "qmp/MultistageReacher-v0": Preset(2_000_000, 32, 10_000, 3e-4, (256, 256), 1.0, 10, 20_000),
     "qmp/MazeLarge10-v0": Preset(
         12_000_000, 256, 3_000, 3e-4, (256, 256), 1000 / 6000, 10, 120_000

@@ -81,6 +81,68 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
         return frame
 
 
+START_CENTRE = np.array([0.5, 0.5])
+
+
+class PointReachTrapEnv(PointReachEnv, suite="qmp/PointReach-v1"):
+    """PointReach with a local optimum at the start: the paper's example, made testable.
+
+    Same arena, dynamics, start, goal and helpers as ``qmp/PointReach-v0``; the reward differs:
+
+    - ``+goal_reward`` (10) on entering the goal, which ends the episode;
+    - ``+start_bonus`` (0.05) on every step the point spends within ``start_radius`` (1.5) of
+      the start cell's centre (0.5, 0.5): a small dense bonus near the start;
+    - the horizon is 100 steps (v0: 50), so a mixture that drifts up-right has time to arrive.
+
+    Why: in v0 the reward is sparse, so before the first success every candidate's Q is driven
+    by SAC's entropy term alone and nothing can favour any behaviour. Here the start bonus is a
+    local optimum that plain SAC finds at once and converges to (camping earns at most
+    0.05 x 100 = 5, about 3.2 discounted at 0.99), while the goal is the global optimum (10,
+    about 8.4 discounted after the 17 steps of the shortest path). SAC's entropy-driven
+    exploration around the camp almost never covers the 8+ units to the goal, whereas QMP's
+    Q-switch executes the helpers' directed actions whenever the task's Q rates them at least as
+    high as the policy's own, so its collected trajectories can reach the goal, and once a goal
+    reward is in the data the Q of moving up-right exceeds every other candidate's.
+
+    >>> import gymnasium as gym, qmp_envs
+    >>> env = gym.make("qmp/PointReach-v1")
+    >>> obs, info = env.reset(seed=0)
+    >>> _, reward, *_ = env.step([0.0, 0.0])   # staying at the start earns the bonus
+    >>> reward, env.spec.max_episode_steps
+    (0.05, 100)
+    """
+
+    def __init__(
+        self,
+        start_bonus: float = 0.05,
+        start_radius: float = 1.5,
+        goal_reward: float = 10.0,
+        **kwargs: Any,
+    ):
+        for name, value in (
+            ("start_bonus", start_bonus),
+            ("start_radius", start_radius),
+            ("goal_reward", goal_reward),
+        ):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        super().__init__(**kwargs)
+        self.start_bonus = float(start_bonus)
+        self.start_radius = float(start_radius)
+        self.goal_reward = float(goal_reward)
+
+    def _step_task(self, action: np.ndarray):
+        features, _, success, info = super()._step_task(action)
+        if success:
+            reward = self.goal_reward
+        else:
+            near_start = np.linalg.norm(self.position - START_CENTRE) <= self.start_radius
+            reward = (self.start_bonus if near_start else 0.0) - self.ctrl_cost * float(
+                np.dot(action, action)
+            )
+        return features, reward, success, info
+
+
 class FixedDirectionPolicy:
     """A fixed helper policy: mean ``mu``, sample ``clip(mu + noise_std * eps, -1, 1)``.
 

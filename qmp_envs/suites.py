@@ -115,6 +115,11 @@ SUITES: Mapping[str, SuiteFacts] = MappingProxyType(
                 max_episode_steps=50, feature_dim=2, action_dim=2, min_reward=0.0,
             ),
             SuiteFacts(
+                "qmp/PointReach-v1", "qmp_envs.point_reach:PointReachTrapEnv",
+                ("reach-top-right",),
+                max_episode_steps=100, feature_dim=2, action_dim=2, min_reward=0.0,
+            ),
+            SuiteFacts(
                 "qmp/MultistageReacher-v0", "qmp_envs.reacher:MultistageReacherEnv",
                 ("reach-g0-g1-g2", "reach-g0-g1-g3-shifted", "reach-g1-g3-g2",
                  "reach-g1-g2-g0-sparse", "stay"),

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from cleanrl_qmp.checkpoints import load_checkpoint, saved_checkpoints  # noqa: E402
 from cleanrl_qmp.run_files import atomic_write_text, commit_temporary, temporary_path  # noqa: E402
-from qmp_envs.point_reach import ARENA_SIZE, GOAL, GOAL_RADIUS  # noqa: E402
+from qmp_envs.point_reach import ARENA_SIZE, GOAL, GOAL_RADIUS, START_CENTRE  # noqa: E402
 from qmp_experiments import sweep  # noqa: E402
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
 from qmp_experiments.plot import save_figure  # noqa: E402
@@ -119,6 +119,8 @@ def draw(campaign: Campaign, root: Path, seed_shown: int, episodes_shown: int) -
         ax = axes[0, col]
         ax.add_patch(plt.Circle(tuple(GOAL), GOAL_RADIUS, color="tab:green", alpha=0.3))
         ax.add_patch(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15))
+        if campaign.env_ids[0] == "qmp/PointReach-v1":  # the local optimum: the start bonus
+            ax.add_patch(plt.Circle(tuple(START_CENTRE), 1.5, color="tab:orange", alpha=0.2))
         title = TITLES.get(method.name, method.name)
         ax.set(xlim=(0, ARENA_SIZE), ylim=(0, ARENA_SIZE), aspect="equal", title=title)
         r = spread(reached)

@@ -1,0 +1,201 @@
+"""A campaign's methods compared: the paper's comparison figure and tables, from finished runs.
+
+    python -m qmp_experiments.comparison reacher [--root results] [--last 3]
+
+Writes, under ``<root>/<campaign>/``:
+
+- ``comparison.png``: mean success over tasks against env steps, per method: IQM over seeds
+  with a 95% bootstrap band (the paper's comparison figure, at our budget);
+- ``comparison.md``: per method, the seeds finished and the final success (each run's last
+  ``--last`` evaluations, averaged over tasks; IQM over seeds with a 95% stratified-bootstrap
+  CI), beside the paper's value where spec section 10.3 gives one (read from its figures at its
+  own, larger budget);
+- ``complementary.md``: each framework with and without QMP (methods ``X`` and ``X_qmp``),
+  the difference of the two IQMs and the paper's two values.
+
+Only finished runs (``timing.json`` present) count; the same seeds are used for every method
+(the seeds every method has finished), so a partial campaign is still a fair comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cleanrl_qmp.run_files import atomic_write_text  # noqa: E402
+from qmp_experiments.aggregate import markdown_table, mean_over_tasks_iqm, task_columns  # noqa: E402
+from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
+from qmp_experiments.plot import load_run, save_figure  # noqa: E402
+from qmp_experiments.stats import bootstrap_ci, iqm, stratified_bootstrap_ci  # noqa: E402
+
+#: How the methods of our campaigns are called in the paper.
+DISPLAY_NAMES = {
+    "no_sharing_qmp": "No-Sharing + QMP",
+    "no_sharing": "No-Sharing",
+    "parameter_sharing_qmp": "Parameter-Sharing + QMP",
+    "parameter_sharing": "Parameter-Sharing",
+    "data_sharing_qmp": "Data-Sharing + QMP",
+    "data_sharing": "Data-Sharing (UDS)",
+    "dnc_reg_only": "DnC (regularisation only)",
+    "dnc_distill": "DnC",
+    "fully_shared": "Fully-Shared-Behavior",
+}
+
+#: Final success in % read from the paper's figures (spec 10.3), per env id and method.
+PAPER_VALUES: dict[str, dict[str, str]] = {
+    "qmp/MultistageReacher-v0": {
+        "budget": "2M",
+        "no_sharing_qmp": "~98-100",
+        "no_sharing": "~80",
+        "data_sharing_qmp": "~32",
+        "data_sharing": "~36",
+        "parameter_sharing_qmp": "~80 (noisy, 65-82)",
+        "parameter_sharing": "~45",
+        "fully_shared": "~75",
+        "dnc_distill": "~80",
+        "dnc_reg_only": "~100 (slower; ~95 at 1.5M)",
+    },
+}
+
+
+def finished_runs(campaign: Campaign, root: Path) -> dict[str, dict[int, Path]]:
+    """Per method, the run folders (by seed) that finished."""
+    found: dict[str, dict[int, Path]] = {}
+    for run in campaign.runs():
+        folder = root / run.folder
+        if (folder / "timing.json").is_file():
+            found.setdefault(run.method.name, {})[run.seed] = folder
+    return found
+
+
+def common_seeds(found: dict[str, dict[int, Path]], methods: list[str]) -> list[int]:
+    """The seeds every method has finished: each comparison uses the same seeds."""
+    seed_sets = [set(found.get(m, {})) for m in methods]
+    return sorted(set.intersection(*seed_sets)) if seed_sets else []
+
+
+def method_result(run_dirs: list[Path], last: int) -> dict:
+    """Final success (IQM over seeds, stratified-bootstrap CI) and the IQM curve with its band."""
+    finals = np.array([task_columns(d)[1][-last:].mean(axis=0) for d in run_dirs])
+    low, high = stratified_bootstrap_ci(finals, statistic=mean_over_tasks_iqm)
+    runs = [load_run(d, "eval/success_mean") for d in run_dirs]
+    steps = sorted(set.intersection(*(set(r["steps"].tolist()) for r in runs)))
+    table = np.array([[r["values"][r["steps"].tolist().index(s)] for s in steps] for r in runs])
+    band_low, band_high = bootstrap_ci(table)
+    return {
+        "final": mean_over_tasks_iqm(finals),
+        "low": low,
+        "high": high,
+        "steps": np.array(steps),
+        "curve": iqm(table),
+        "band": (band_low, band_high),
+    }
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.0f}"
+
+
+def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
+    env_id = campaign.env_ids[0]
+    methods = [m.name for m in campaign.methods]
+    found = finished_runs(campaign, root)
+    seeds = common_seeds(found, methods)
+    if not seeds:
+        raise SystemExit(f"{campaign.name}: no seed has finished for every method yet")
+    results = {m: method_result([found[m][s] for s in seeds], last) for m in methods}
+    paper = PAPER_VALUES.get(env_id, {})
+    out = root / campaign.name
+    steps_label = f"{campaign.total_timesteps // 1000}k"
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for method in methods:
+        r = results[method]
+        style = "-" if method.endswith("_qmp") else "--"
+        ax.plot(r["steps"], r["curve"], style, label=DISPLAY_NAMES.get(method, method))
+        ax.fill_between(r["steps"], *r["band"], alpha=0.12)
+    ax.set(
+        xlabel="environment steps (all tasks)",
+        ylabel="mean success over tasks (IQM over seeds, 95% CI)",
+        ylim=(-0.02, 1.02),
+        title=f"{env_id}, {len(seeds)} seeds ({', '.join(map(str, seeds))}), {steps_label} steps",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    figure = out / "comparison.png"
+    save_figure(fig, figure)
+    plt.close(fig)
+
+    budget = paper.get("budget", "?")
+    rows = [
+        [
+            DISPLAY_NAMES.get(m, m),
+            len(seeds),
+            f"{percent(results[m]['final'])} [{percent(results[m]['low'])}, "
+            f"{percent(results[m]['high'])}]",
+            paper.get(m, "-"),
+        ]
+        for m in sorted(methods, key=lambda m: -results[m]["final"])
+    ]
+    comparison = out / "comparison.md"
+    atomic_write_text(
+        comparison,
+        markdown_table(
+            ["method", "seeds", f"success % at {steps_label} (IQM [95% CI])", f"paper at {budget}"],
+            rows,
+        ),
+    )
+
+    pairs = [m for m in methods if f"{m}_qmp" in methods]
+    rows = []
+    for base in pairs:
+        without, with_qmp = results[base], results[f"{base}_qmp"]
+        rows.append(
+            [
+                DISPLAY_NAMES.get(base, base),
+                f"{percent(without['final'])} [{percent(without['low'])}, "
+                f"{percent(without['high'])}]",
+                f"{percent(with_qmp['final'])} [{percent(with_qmp['low'])}, "
+                f"{percent(with_qmp['high'])}]",
+                f"{100 * (with_qmp['final'] - without['final']):+.0f}",
+                f"{paper.get(base, '-')} -> {paper.get(f'{base}_qmp', '-')}",
+            ]
+        )
+    complementary = out / "complementary.md"
+    atomic_write_text(
+        complementary,
+        markdown_table(
+            [
+                "framework",
+                f"without QMP % ({steps_label})",
+                f"with QMP % ({steps_label})",
+                "QMP's change (points)",
+                f"paper at {budget}: without -> with",
+            ],
+            rows,
+        ),
+    )
+    return [figure, comparison, complementary]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("campaign", help="a bundled campaign name or a TOML file")
+    parser.add_argument("--root", type=Path, default=Path("results"))
+    parser.add_argument("--last", type=int, default=3, help="evaluations averaged at the end")
+    args = parser.parse_args(argv)
+    for path in report(load_campaign(args.campaign), args.root, args.last):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
