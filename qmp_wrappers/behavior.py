@@ -8,14 +8,13 @@ For a vector env use :class:`qmp_wrappers.vector.QMPBehaviorWrapper`, the same w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, SupportsFloat
+from typing import Any, SupportsFloat, Unpack
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils import RecordConstructorArgs
 
-from qmp_wrappers.switch import QSwitchControls, QSwitchState
+from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
 class QMPBehaviorWrapper(
@@ -69,20 +68,7 @@ class QMPBehaviorWrapper(
     """
 
     def __init__(
-        self,
-        env: gym.Env,
-        num_tasks: int | None = None,
-        *,
-        scoring: str = "original",
-        mixture: str = "qswitch",
-        temperature: float = 1.0,
-        hold_steps: int = 1,
-        start_step: int = 0,
-        extra_policies: Sequence[Callable] = (),
-        extra_policy_names: Sequence[str] | None = None,
-        task_id_fn: Callable | None = None,
-        relabel_fn: Callable | None = None,
-        seed: int | None = None,
+        self, env: gym.Env, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
     ):
         if isinstance(env, gym.vector.VectorEnv):
             raise TypeError(
@@ -90,37 +76,10 @@ class QMPBehaviorWrapper(
             )
         if not isinstance(env, gym.Env):
             raise TypeError(f"expected a gymnasium Env, got {type(env).__name__}")
-        RecordConstructorArgs.__init__(
-            self,
-            num_tasks=num_tasks,
-            scoring=scoring,
-            mixture=mixture,
-            temperature=temperature,
-            hold_steps=hold_steps,
-            start_step=start_step,
-            extra_policies=extra_policies,
-            extra_policy_names=extra_policy_names,
-            task_id_fn=task_id_fn,
-            relabel_fn=relabel_fn,
-            seed=seed,
-        )
+        RecordConstructorArgs.__init__(self, num_tasks=num_tasks, **options)
         gym.Wrapper.__init__(self, env)
         self.qmp = QSwitchState(
-            env,
-            env.observation_space,
-            env.action_space,
-            1,
-            num_tasks,
-            scoring=scoring,
-            mixture=mixture,
-            temperature=temperature,
-            hold_steps=hold_steps,
-            start_step=start_step,
-            extra_policies=extra_policies,
-            extra_policy_names=extra_policy_names,
-            task_id_fn=task_id_fn,
-            relabel_fn=relabel_fn,
-            seed=seed,
+            env, env.observation_space, env.action_space, 1, num_tasks, **options
         )
 
     def reset(

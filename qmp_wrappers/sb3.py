@@ -16,7 +16,7 @@ stores. :func:`make_qmp_vec_env` builds the whole stack from a ``qmp/`` id.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import gymnasium as gym
 import numpy as np
@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from qmp_envs.suites import suite_facts
-from qmp_wrappers.switch import QSwitchControls, QSwitchState
+from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
 class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
@@ -37,7 +37,9 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
     (executed, inside the action space) and ``qmp_policy``.
     """
 
-    def __init__(self, venv: VecEnv, num_tasks: int | None = None, **options: Any):
+    def __init__(
+        self, venv: VecEnv, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
+    ):
         if not isinstance(venv, VecEnv):
             raise TypeError(f"expected a stable-baselines3 VecEnv, got {type(venv).__name__}")
         VecEnvWrapper.__init__(self, venv)

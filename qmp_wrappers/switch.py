@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import gymnasium as gym
 import numpy as np
@@ -49,6 +49,21 @@ def find_tasks(env: Any) -> tuple[int, list[str]] | None:
         return None
     names = list(getattr(inner, "task_names", [f"task_{j}" for j in range(num_tasks)]))
     return num_tasks, names
+
+
+class SwitchOptions(TypedDict, total=False):
+    """Options every QMP wrapper takes; documented on :class:`qmp_wrappers.QMPBehaviorWrapper`."""
+
+    scoring: str
+    mixture: str
+    temperature: float
+    hold_steps: int
+    start_step: int
+    extra_policies: Sequence[Callable]
+    extra_policy_names: Sequence[str] | None
+    task_id_fn: Callable | None
+    relabel_fn: Callable | None
+    seed: int | None
 
 
 class QSwitchState:

@@ -6,13 +6,12 @@ One batched policy call and one batched Q call per step serve every sub-env.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
-from qmp_wrappers.switch import QSwitchControls, QSwitchState
+from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
 class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
@@ -40,20 +39,7 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     """
 
     def __init__(
-        self,
-        env: VectorEnv,
-        num_tasks: int | None = None,
-        *,
-        scoring: str = "original",
-        mixture: str = "qswitch",
-        temperature: float = 1.0,
-        hold_steps: int = 1,
-        start_step: int = 0,
-        extra_policies: Sequence[Callable] = (),
-        extra_policy_names: Sequence[str] | None = None,
-        task_id_fn: Callable | None = None,
-        relabel_fn: Callable | None = None,
-        seed: int | None = None,
+        self, env: VectorEnv, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
     ):
         if not isinstance(env, VectorEnv):
             raise TypeError(
@@ -68,17 +54,8 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
             env.single_action_space,
             env.num_envs,
             num_tasks,
-            scoring=scoring,
-            mixture=mixture,
-            temperature=temperature,
-            hold_steps=hold_steps,
-            start_step=start_step,
-            extra_policies=extra_policies,
-            extra_policy_names=extra_policy_names,
-            task_id_fn=task_id_fn,
-            relabel_fn=relabel_fn,
-            seed=seed,
             next_step_autoreset=autoreset == AutoresetMode.NEXT_STEP,
+            **options,
         )
 
     def reset(
