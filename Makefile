@@ -44,3 +44,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/checkpoint_size.py --env-ids qmp/MultistageReacher-v0 qmp/MetaWorldMT10-v0
 	$(PY) benchmarks/sweep_overhead.py
 	$(PY) benchmarks/suite_throughput.py
+	$(PY) benchmarks/evaluation_speed.py
