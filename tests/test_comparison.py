@@ -52,3 +52,37 @@ def test_comparison_uses_common_seeds_and_pairs_methods(reference_campaign, tmp_
     assert row.startswith("| No-Sharing |") and f"{change:+.0f}" in row
     assert load_campaign(campaign_file).methods[0].name == "no_sharing_qmp"
     assert np.isfinite(change)
+
+
+def test_qswitch_scores_match_a_brute_force_argmax(reference_campaign, tmp_path):
+    import json
+
+    import torch
+
+    from cleanrl_qmp.checkpoints import load_newest_checkpoint
+    from qmp_experiments import qswitch_scores
+
+    _, reference = reference_campaign
+    run = tmp_path / "run"
+    shutil.copytree(reference / "tiny" / "with_qmp" / "seed_1", run)
+    qswitch_scores.main([str(run), "--states", "64"])
+    rows = json.loads((run / "qswitch_scores.json").read_text())
+    assert [r["task"] for r in rows][:2] == ["reach-g0-g1-g2", "reach-g0-g1-g3-shifted"]
+    assert "own wins" in (run / "qswitch_scores.md").read_text()
+
+    # Task 0 by brute force: each candidate scored one at a time by task 0's first critic.
+    _, checkpoint = load_newest_checkpoint(run)
+    actor, qf = qswitch_scores.networks_from_checkpoint(checkpoint)
+    rb = checkpoint["rb"]
+    picks = np.random.default_rng(0).integers(0, rb.num_transitions(), size=64)
+    obs = torch.as_tensor(rb.observations[picks, 0], dtype=torch.float32)
+    with torch.no_grad():
+        scores = []
+        for j in range(5):
+            relabelled = obs.clone()
+            relabelled[:, -5:] = 0.0
+            relabelled[:, -5 + j] = 1.0
+            scores.append(qf.score(obs, actor.deterministic_act(relabelled))[0][:, 0])
+    own_wins = float((torch.stack(scores, 1).argmax(1) == 0).float().mean())
+    assert rows[0]["own_wins"] == own_wins
+    assert all(0.0 <= r["own_wins"] <= 1.0 and r["winner_ood_ratio"] > 0 for r in rows)

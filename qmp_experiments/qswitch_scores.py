@@ -1,0 +1,149 @@
+"""How each task's critic scores its own policy's proposal against the other tasks' proposals.
+
+For a per-task (No-Sharing) run's checkpoint, on states drawn from task i's own replay data:
+every task j's policy proposes its deterministic action ``a_j`` on the state (one-hot relabelled
+to j), and task i's critics score every proposal, as the Q-switch does. Per task i this prints:
+
+- ``own wins``: the share of states where task i's own proposal has the highest score under the
+  paper's rule (first critic on mean actions), and under ``min_twin`` (minimum of the twins);
+- ``top other``: the other policy that wins most often, and its share;
+- ``margin``: the mean of ``max_j Q_i(s, a_j) - Q_i(s, a_i)``, in units of the spread (std) of
+  ``Q_i`` over the sampled states, so it compares across tasks;
+- ``winner OOD``: how far the winning proposals lie from task i's data: the mean distance of a
+  winner to its nearest action in task i's buffer, divided by the same distance for task i's
+  own proposals (1: as close to the data as the own policy's; >> 1: outside the data, where the
+  critic extrapolates).
+
+    python -m qmp_experiments.qswitch_scores results/mt10/no_sharing_qmp/seed_1 [--states 512]
+
+It reads the run's newest checkpoint (a ``sac_qmp.py``, ``uds_qmp.py`` or ``dnc_sac.py`` run) and
+writes ``qswitch_scores.md`` and ``qswitch_scores.json`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cleanrl_qmp.checkpoints import load_newest_checkpoint
+from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, TwinCritic
+from cleanrl_qmp.run_files import atomic_write_text
+from qmp_envs.suites import suite_facts
+from qmp_experiments.aggregate import markdown_table
+
+
+def relabel(obs: torch.Tensor, task: int, num_tasks: int) -> torch.Tensor:
+    out = obs.clone()
+    out[:, -num_tasks:] = 0.0
+    out[:, obs.shape[1] - num_tasks + task] = 1.0
+    return out
+
+
+def nearest_distance(points: np.ndarray, data: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Distance from each point to its nearest row of ``data``."""
+    out = []
+    for start in range(0, len(points), chunk):
+        diff = points[start : start + chunk, None, :] - data[None, :, :]
+        out.append(np.sqrt((diff**2).sum(-1)).min(axis=1))
+    return np.concatenate(out)
+
+
+PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py")
+
+
+def networks_from_checkpoint(checkpoint: dict) -> tuple[EnsembleActor, TwinCritic]:
+    """The per-task actor and critics of a checkpoint, rebuilt from its configuration."""
+    if checkpoint.get("script") not in PER_TASK_SCRIPTS:
+        raise ValueError(
+            f"expected a checkpoint of {', '.join(PER_TASK_SCRIPTS)} (per-task networks), "
+            f"got one of {checkpoint.get('script')}"
+        )
+    args = checkpoint["args"]
+    facts = suite_facts(args["env_id"])
+    features = TaskFeatures(facts.feature_dim, facts.agent_feature_mask)
+    actor = EnsembleActor(facts.num_tasks, features, facts.action_dim, args["hidden"])
+    qf = TwinCritic(facts.num_tasks, features, facts.action_dim, args["hidden"])
+    actor.load_state_dict(checkpoint["actor"])
+    qf.load_state_dict(checkpoint["qf"])
+    return actor.eval(), qf.eval()
+
+
+@torch.no_grad()
+def score_tasks(checkpoint: dict, states: int = 512, seed: int = 0) -> list[dict]:
+    """Per task, the statistics described in the module docstring."""
+    actor, qf = networks_from_checkpoint(checkpoint)
+    rb = checkpoint["rb"]
+    names = list(checkpoint["envs"].candidate_names)[: rb.num_tasks]
+    n = rb.num_tasks
+    stored = rb.num_transitions()
+    if stored == 0:
+        raise ValueError("the checkpoint's replay buffer is empty")
+    rng = np.random.default_rng(seed)
+    device = next(qf.parameters()).device
+    rows = []
+    for i in range(n):
+        picks = rng.integers(0, stored, size=states)
+        obs = torch.as_tensor(rb.observations[picks, i], dtype=torch.float32, device=device)
+        proposals = torch.stack(
+            [actor.deterministic_act(relabel(obs, j, n)) for j in range(n)]
+        )  # (N, S, A)
+        q1, q2 = zip(*(qf.score(obs, proposals[j]) for j in range(n)), strict=True)
+        first = torch.cat(q1, dim=1).cpu().numpy()  # (S, N): task i's first critic
+        twin_min = torch.minimum(torch.cat(q1, dim=1), torch.cat(q2, dim=1)).cpu().numpy()
+        winners = first.argmax(axis=1)
+        spread = float(first[:, i].std()) or 1.0
+        others = np.bincount(winners[winners != i], minlength=n)
+        top_other = int(others.argmax())
+        data_actions = rb.actions[:stored, i]
+        sample = data_actions[rng.integers(0, stored, size=min(stored, 4096))]
+        chosen = proposals[winners, np.arange(states)].cpu().numpy()
+        own = proposals[i].cpu().numpy()
+        own_distance = nearest_distance(own, sample).mean()
+        rows.append(
+            {
+                "task": names[i] if i < len(names) else f"task_{i}",
+                "own_wins": float(np.mean(winners == i)),
+                "own_wins_min_twin": float(np.mean(twin_min.argmax(axis=1) == i)),
+                "top_other": names[top_other] if top_other < len(names) else str(top_other),
+                "top_other_share": float(others[top_other] / states),
+                "margin_in_std": float((first.max(axis=1) - first[:, i]).mean() / spread),
+                "winner_ood_ratio": float(
+                    nearest_distance(chosen, sample).mean() / max(own_distance, 1e-9)
+                ),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--states", type=int, default=512, help="states per task")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path, checkpoint = load_newest_checkpoint(args.run_dir)
+    rows = score_tasks(checkpoint, args.states, args.seed)
+    table = markdown_table(
+        ["task", "own wins", "own wins (min_twin)", "top other", "its share", "margin (std)",
+         "winner OOD"],
+        [
+            [r["task"], f"{r['own_wins']:.2f}", f"{r['own_wins_min_twin']:.2f}", r["top_other"],
+             f"{r['top_other_share']:.2f}", f"{r['margin_in_std']:.2f}",
+             f"{r['winner_ood_ratio']:.2f}"]
+            for r in rows
+        ],
+    )  # fmt: skip
+    header = f"Q-switch scores at {path.name} ({args.states} states per task)\n\n"
+    atomic_write_text(args.run_dir / "qswitch_scores.md", header + table)
+    atomic_write_text(args.run_dir / "qswitch_scores.json", json.dumps(rows, indent=2) + "\n")
+    print(header + table)
+
+
+if __name__ == "__main__":
+    main()
