@@ -106,3 +106,10 @@ def test_facts_pickle_by_reference_and_by_value():
     assert pickle.loads(pickle.dumps(registered)) is registered
     custom = dataclasses.replace(registered, env_id="my/Custom-v0")
     assert pickle.loads(pickle.dumps(custom)) == custom
+
+
+def test_every_suite_has_a_training_preset():
+    """Presets (training hyperparameters) live with the scripts, keyed by the same ids."""
+    from cleanrl_qmp.config import PRESETS
+
+    assert set(PRESETS) == set(qmp_envs.SUITES)
