@@ -11,7 +11,7 @@ import qmp_envs
 
 # Meta-World ids have their own tests (tests/test_metaworld.py): building MT50 takes minutes.
 ENV_IDS = sorted(i for i in qmp_envs.SUITES if "MetaWorld" not in i)
-MUJOCO_IDS = [i for i in ENV_IDS if i != "qmp/PointReach-v0"]
+MUJOCO_IDS = [i for i in ENV_IDS if not i.startswith("qmp/PointReach")]
 
 
 def test_import_registers_every_id():
@@ -180,8 +180,9 @@ def test_rgb_array_frame(env_id):
     env.close()
 
 
-def test_point_reach_frame():
-    env = gym.make("qmp/PointReach-v0", render_mode="rgb_array")
+@pytest.mark.parametrize("env_id", ["qmp/PointReach-v0", "qmp/PointReach-v1"])
+def test_point_reach_frame(env_id):
+    env = gym.make(env_id, render_mode="rgb_array")
     env.reset(seed=0)
     assert env.render().shape == (200, 200, 3)
     assert gym.make("qmp/PointReach-v0").unwrapped.render() is None

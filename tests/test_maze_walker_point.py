@@ -262,3 +262,17 @@ def test_point_reach_random_policy_almost_never_succeeds():
         episodes_per_task=200,
     )
     assert result.success[0] == 0.0
+
+
+def test_point_reach_v1_has_a_start_bonus_and_a_larger_goal_reward():
+    env = gym.make("qmp/PointReach-v1")
+    env.reset(seed=0)
+    u = env.unwrapped
+    assert env.step(np.zeros(2))[1] == 0.05  # inside the start disc
+    u.position = np.array([5.0, 5.0])
+    assert env.step(np.zeros(2))[1] == 0.0  # away from both
+    u.position = np.array([8.6, 8.6])
+    _, reward, terminated, _, info = env.step(np.ones(2))
+    assert reward == 10.0 and terminated and info["success"]
+    with pytest.raises(ValueError, match="start_bonus"):
+        gym.make("qmp/PointReach-v1", start_bonus=-1.0)
