@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 from cleanrl_qmp.run_files import atomic_write_text  # noqa: E402
 from qmp_experiments.aggregate import markdown_table, mean_over_tasks_iqm, task_columns  # noqa: E402
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
-from qmp_experiments.plot import load_run, save_figure  # noqa: E402
-from qmp_experiments.stats import bootstrap_ci, iqm, stratified_bootstrap_ci  # noqa: E402
+from qmp_experiments.plot import group_curves, load_run, save_figure  # noqa: E402
+from qmp_experiments.stats import stratified_bootstrap_ci  # noqa: E402
 
 #: How the methods of our campaigns are called in the paper.
 DISPLAY_NAMES = {
@@ -84,17 +84,15 @@ def method_result(run_dirs: list[Path], last: int) -> dict:
     """Final success (IQM over seeds, stratified-bootstrap CI) and the IQM curve with its band."""
     finals = np.array([task_columns(d)[1][-last:].mean(axis=0) for d in run_dirs])
     low, high = stratified_bootstrap_ci(finals, statistic=mean_over_tasks_iqm)
-    runs = [load_run(d, "eval/success_mean") for d in run_dirs]
-    steps = sorted(set.intersection(*(set(r["steps"].tolist()) for r in runs)))
-    table = np.array([[r["values"][r["steps"].tolist().index(s)] for s in steps] for r in runs])
-    band_low, band_high = bootstrap_ci(table)
+    # One method's runs share one label, so group_curves returns one curve.
+    (curve,) = group_curves([load_run(d, "eval/success_mean") for d in run_dirs]).values()
     return {
         "final": mean_over_tasks_iqm(finals),
         "low": low,
         "high": high,
-        "steps": np.array(steps),
-        "curve": iqm(table),
-        "band": (band_low, band_high),
+        "steps": curve["steps"],
+        "curve": curve["iqm"],
+        "band": (curve["low"], curve["high"]),
     }
 
 

@@ -34,13 +34,7 @@ from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, TwinCritic
 from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.suites import suite_facts
 from qmp_experiments.aggregate import markdown_table
-
-
-def relabel(obs: torch.Tensor, task: int, num_tasks: int) -> torch.Tensor:
-    out = obs.clone()
-    out[:, -num_tasks:] = 0.0
-    out[:, obs.shape[1] - num_tasks + task] = 1.0
-    return out
+from qmp_wrappers.qswitch import relabel_one_hot
 
 
 def nearest_distance(points: np.ndarray, data: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -88,8 +82,12 @@ def score_tasks(checkpoint: dict, states: int = 512, seed: int = 0) -> list[dict
     for i in range(n):
         picks = rng.integers(0, stored, size=states)
         obs = torch.as_tensor(rb.observations[picks, i], dtype=torch.float32, device=device)
+        task_ids = torch.full((states,), i, dtype=torch.long, device=device)
         proposals = torch.stack(
-            [actor.deterministic_act(relabel(obs, j, n)) for j in range(n)]
+            [
+                actor.deterministic_act(relabel_one_hot(obs, torch.full_like(task_ids, j), n))
+                for j in range(n)
+            ]
         )  # (N, S, A)
         q1, q2 = zip(*(qf.score(obs, proposals[j]) for j in range(n)), strict=True)
         first = torch.cat(q1, dim=1).cpu().numpy()  # (S, N): task i's first critic
