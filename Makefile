@@ -22,8 +22,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# One torch thread: the demo's networks are small, and on a 2-core machine that is busy with
+# anything else two threads wait on each other (measured: 5 steps/s instead of ~200).
 demo: $(STAMP)
-	$(PY) cleanrl_qmp/sac_qmp.py --demo
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) cleanrl_qmp/sac_qmp.py --demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

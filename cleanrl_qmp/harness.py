@@ -90,8 +90,11 @@ class TrainingRun(Generic[ArgsT]):
         if args.resume:
             args = self._resumed_args(args)
         if args.demo:
+            # The demo's values fill the flags left at their defaults; flags given win.
+            defaults = type(args)()
             for key, value in DEMO.items():
-                setattr(args, key, value)
+                if getattr(args, key) == getattr(defaults, key):
+                    setattr(args, key, value)
         if args.env_id not in registered_qmp_ids():
             refuse("unknown environment", [f"--env-id {args.env_id!r}: registered ids are "
                    f"{', '.join(registered_qmp_ids())}"], self.lock)  # fmt: skip

@@ -149,6 +149,12 @@ class MultiTaskEnv(gym.Env):
         return int(task)
 
     def _next_task(self, options: dict | None) -> int:
+        for near_miss in ("task_id", "task_index", "task_name"):
+            if options and near_miss in options:
+                raise ValueError(
+                    f"reset option {near_miss!r} is not read; choose the task with "
+                    f"options={{'task': index}} (0..{self.num_tasks - 1}: {self.task_names})"
+                )
         if options and options.get("task") is not None:
             return self._check_task(options["task"], "options['task']")
         if self.pinned_task is not None:

@@ -50,6 +50,7 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
         super().__init__(render_mode=render_mode, **kwargs)
         self.ctrl_cost = float(ctrl_cost)
         self.position = np.zeros(2)
+        self.goal = GOAL
 
     def _features(self) -> np.ndarray:
         return self.position / ARENA_SIZE
@@ -74,7 +75,7 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
         yy, xx = np.mgrid[0:size, 0:size]
         # Image rows grow downwards; world y grows upwards.
         world_x, world_y = (xx + 0.5) / scale, (size - yy - 0.5) / scale
-        goal_mask = (world_x - GOAL[0]) ** 2 + (world_y - GOAL[1]) ** 2 <= GOAL_RADIUS**2
+        goal_mask = (world_x - self.goal[0]) ** 2 + (world_y - self.goal[1]) ** 2 <= GOAL_RADIUS**2
         frame[goal_mask] = (120, 200, 120)
         agent_mask = (world_x - self.position[0]) ** 2 + (world_y - self.position[1]) ** 2 <= 0.04
         frame[agent_mask] = (30, 60, 200)
@@ -182,3 +183,47 @@ def helper_policies(names: list[str], seed: int | None = None) -> list[FixedDire
         FixedDirectionPolicy(name, seed=None if seed is None else seed + i)
         for i, name in enumerate(names)
     ]
+
+
+#: Goals of ``qmp/PointReachMT4-v0``, one per task, in one-hot order.
+MT4_GOALS: dict[str, tuple[float, float]] = {
+    "reach-top": (5.0, 9.5),
+    "reach-top-right": (9.5, 9.5),
+    "reach-right": (9.5, 5.0),
+    "reach-bottom-left": (0.5, 0.5),
+}
+
+
+class PointReachMT4Env(PointReachEnv, suite="qmp/PointReachMT4-v0"):
+    """Four point-reaching tasks with dense rewards: the one-minute demo suite (not a paper suite).
+
+    Same arena and dynamics as ``qmp/PointReach-v0``, but the point starts near the centre
+    (uniform in ``[4.5, 5.5]^2``) and task k must reach goal k of :data:`MT4_GOALS` (top,
+    top-right, right, bottom-left). The reward is ``-distance`` per step and reaching the
+    goal disc (radius 1) is a success that ends the episode, so each task is learnable by SAC in
+    a few thousand steps. Three tasks share directions (top-right is halfway between top and
+    right) and one does not, which makes the Q-switch's choices easy to read in the demo's
+    selection heatmap: the top and right tasks execute the top-right policy's proposals on a
+    share of their steps, and no task executes bottom-left's.
+
+    It exists so ``make demo`` can show success rising within a minute on 2 CPU cores; the
+    paper's suites need hundreds of thousands of steps before anything moves.
+
+    >>> import gymnasium as gym, qmp_envs
+    >>> env = gym.make("qmp/PointReachMT4-v0")
+    >>> obs, info = env.reset(seed=0, options={"task": 1})
+    >>> obs.shape, env.unwrapped.task_name
+    ((6,), 'reach-top-right')
+    """
+
+    def _reset_task(self, task_id: int):
+        self.goal = np.asarray(MT4_GOALS[self.task_names[task_id]])
+        self.position = self.np_random.uniform(4.5, 5.5, size=2)
+        return self._features(), {"dist_to_goal": float(np.linalg.norm(self.position - self.goal))}
+
+    def _step_task(self, action: np.ndarray):
+        self.position = np.clip(self.position + STEP_SIZE * action, 0.0, ARENA_SIZE)
+        dist = float(np.linalg.norm(self.position - self.goal))
+        success = dist <= GOAL_RADIUS
+        reward = -dist - self.ctrl_cost * float(np.dot(action, action))
+        return self._features(), reward, success, {"success": success, "dist_to_goal": dist}

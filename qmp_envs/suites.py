@@ -120,6 +120,11 @@ SUITES: Mapping[str, SuiteFacts] = MappingProxyType(
                 max_episode_steps=100, feature_dim=2, action_dim=2, min_reward=0.0,
             ),
             SuiteFacts(
+                "qmp/PointReachMT4-v0", "qmp_envs.point_reach:PointReachMT4Env",
+                ("reach-top", "reach-top-right", "reach-right", "reach-bottom-left"),
+                max_episode_steps=50, feature_dim=2, action_dim=2, min_reward=-14.0,
+            ),
+            SuiteFacts(
                 "qmp/MultistageReacher-v0", "qmp_envs.reacher:MultistageReacherEnv",
                 ("reach-g0-g1-g2", "reach-g0-g1-g3-shifted", "reach-g1-g3-g2",
                  "reach-g1-g2-g0-sparse", "stay"),

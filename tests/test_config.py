@@ -131,3 +131,19 @@ def test_a_bad_flag_exits_nonzero_from_the_command_line(tmp_path):
     )
     assert done.returncode == 2 and "--batch-size 0: must be >= 1" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_demo_fills_the_flags_left_at_their_defaults(tmp_path):
+    """--demo trains on the demo suite with the demo's values; a flag given explicitly wins."""
+    import csv
+    import json
+
+    run_dir = tmp_path / "demo"
+    run_cli(sac_qmp, ["--demo", "--total-timesteps", "1200", "--run-dir", str(run_dir),
+                      "--no-progress"])  # fmt: skip
+    args = json.loads((run_dir / "args.json").read_text())
+    assert args["env_id"] == "qmp/PointReachMT4-v0" and args["total_timesteps"] == 1200
+    assert (args["learning_starts"], args["eval_every"], args["batch_size"]) == (1000, 1000, 64)
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [int(r["global_step"]) for r in rows] == [1000, 1200]  # every 1000 and at the end
+    assert "eval/success/reach-bottom-left" in rows[0]

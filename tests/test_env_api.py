@@ -122,6 +122,9 @@ def test_task_selection_pinning_random_and_override():
     env = gym.make("qmp/MazeLarge10-v0", task=7)
     assert {env.reset()[1]["task_id"] for _ in range(5)} == {7}
     assert env.reset(options={"task": 2})[1]["task_id"] == 2
+    # A near-miss option name is refused rather than silently ignored.
+    with pytest.raises(ValueError, match="options=\\{'task': index\\}"):
+        env.reset(options={"task_id": 2})
     env = gym.make("qmp/MazeLarge10-v0", task_schedule="random")
     env.reset(seed=0)
     tasks = [env.reset()[1]["task_id"] for _ in range(200)]

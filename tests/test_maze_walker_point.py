@@ -276,3 +276,25 @@ def test_point_reach_v1_has_a_start_bonus_and_a_larger_goal_reward():
     assert reward == 10.0 and terminated and info["success"]
     with pytest.raises(ValueError, match="start_bonus"):
         gym.make("qmp/PointReach-v1", start_bonus=-1.0)
+
+
+def test_point_reach_mt4_heading_to_each_goal_succeeds_with_reward_minus_distance():
+    from qmp_envs.point_reach import MT4_GOALS
+
+    env = gym.make("qmp/PointReachMT4-v0")
+    for task, goal in enumerate(MT4_GOALS.values()):
+        obs, info = env.reset(seed=task, options={"task": task})
+        assert obs[2 + task] == 1.0 and env.unwrapped.task_name == list(MT4_GOALS)[task]
+        for _ in range(50):
+            direction = np.asarray(goal) - env.unwrapped.position
+            action = direction / max(np.abs(direction).max(), 1e-9)  # full speed along the line
+            obs, reward, terminated, truncated, info = env.step(action)
+            assert reward == pytest.approx(-info["dist_to_goal"])
+            if terminated:
+                break
+        assert info["success"] and terminated and not truncated
+    # Standing still never succeeds: the start disc is 3.5+ units from every goal.
+    env.reset(seed=0, options={"task": 0})
+    for _ in range(50):
+        *_, terminated, truncated, info = env.step(np.zeros(2))
+    assert truncated and not info["episode_success"]
