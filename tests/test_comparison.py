@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 from qmp_experiments.aggregate import mean_over_tasks_iqm, task_columns
 from qmp_experiments.campaign import load_campaign
@@ -59,14 +60,18 @@ def test_qswitch_scores_match_a_brute_force_argmax(reference_campaign, tmp_path)
 
     import torch
 
-    from cleanrl_qmp.checkpoints import load_newest_checkpoint
+    from cleanrl_qmp.checkpoints import checkpoint_step, load_newest_checkpoint, saved_checkpoints
     from qmp_experiments import qswitch_scores
 
     _, reference = reference_campaign
     run = tmp_path / "run"
     shutil.copytree(reference / "tiny" / "with_qmp" / "seed_1", run)
-    qswitch_scores.main([str(run), "--states", "64"])
+    qswitch_scores.main([str(run), "--states", "64", "--every-checkpoint"])
     rows = json.loads((run / "qswitch_scores.json").read_text())
+    over = json.loads((run / "qswitch_scores_over_training.json").read_text())
+    saved = [checkpoint_step(p) for p in saved_checkpoints(run / "checkpoints")]
+    assert [r["step"] for r in over] == saved and len(saved) >= 1
+    assert over[-1]["median_own_wins"] == float(np.median([r["own_wins"] for r in rows]))
     assert [r["task"] for r in rows][:2] == ["reach-g0-g1-g2", "reach-g0-g1-g3-shifted"]
     assert "own wins" in (run / "qswitch_scores.md").read_text()
 
@@ -85,4 +90,15 @@ def test_qswitch_scores_match_a_brute_force_argmax(reference_campaign, tmp_path)
             scores.append(qf.score(obs, actor.deterministic_act(relabelled))[0][:, 0])
     own_wins = float((torch.stack(scores, 1).argmax(1) == 0).float().mean())
     assert rows[0]["own_wins"] == own_wins
+    # "vs random": the best proposal against uniform actions drawn from the separate stream.
+    random_actions = torch.as_tensor(
+        np.random.default_rng([0, 1]).uniform(-1.0, 1.0, size=(64, 6)), dtype=torch.float32
+    )
+    with torch.no_grad():
+        random_score = qf.score(obs, random_actions)[0][:, 0]
+    best = torch.stack(scores, 1).max(1).values
+    spread = float(scores[0].std(unbiased=False))
+    assert rows[0]["gap_to_random_in_std"] == pytest.approx(
+        float((best - random_score).mean()) / spread, rel=1e-4
+    )
     assert all(0.0 <= r["own_wins"] <= 1.0 and r["winner_ood_ratio"] > 0 for r in rows)
