@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,34 @@ def save_figure(fig, path: Path) -> None:
     commit_temporary(tmp, Path(path))
 
 
+def run_label(args: dict) -> str:
+    """The group a run's seeds are pooled under: its exp name, QMP on or off, any Q-switch
+    option that differs from the paper's and any fixed helpers, so that differently configured
+    runs never pool.
+
+    >>> run_label({"exp_name": "sac_qmp", "qmp": True, "qmp_scoring": "min_twin"})
+    'sac_qmp + QMP (min_twin scoring)'
+    >>> run_label({"exp_name": "sac_qmp", "qmp": True, "qmp_helpers": ["up", "right"]})
+    'sac_qmp + QMP (helpers up/right)'
+    """
+    qmp = args.get("qmp", False)
+    label = f"{args.get('exp_name', 'run')} {'+ QMP' if qmp else '(no QMP)'}"
+    if qmp:
+        options = [
+            f"{args[key]} {name}"
+            for key, name, paper in (
+                ("qmp_scoring", "scoring", "original"),
+                ("qmp_mixture", "mixture", "qswitch"),
+            )
+            if args.get(key, paper) != paper
+        ]
+        if args.get("qmp_helpers"):
+            options.append(f"helpers {'/'.join(args['qmp_helpers'])}")
+        if options:
+            label += f" ({', '.join(options)})"
+    return label
+
+
 def load_run(run_dir: Path, metric: str) -> dict:
     run_dir = Path(run_dir)
     args = json.loads((run_dir / "args.json").read_text())
@@ -56,7 +85,7 @@ def load_run(run_dir: Path, metric: str) -> dict:
     qmp = args.get("qmp", False)
     return {
         "env_id": args["env_id"],
-        "label": f"{args.get('exp_name', 'run')} {'+ QMP' if qmp else '(no QMP)'}",
+        "label": run_label(args),
         "qmp": qmp,
         "steps": np.array([int(r["global_step"]) for r in rows]),
         "values": np.array([float(r[metric]) for r in rows]),
@@ -126,7 +155,9 @@ def plot_runs(
         if selection and run["qmp"] and run["selection"]:
             by_group[(run["env_id"], run["label"])].append(run["selection"])
     for (env, label), histories in by_group.items():
-        slug = f"{env}_{label}".replace("/", "_").replace(" ", "_").replace("+", "plus").strip("_")
+        slug = re.sub(
+            r"[^A-Za-z0-9_.-]+", "_", f"{env}_{label}".replace("+", "plus")
+        ).strip("_")
         written.append(plot_selection_heatmap(histories, env, out_dir / f"selection_{slug}.png"))
         table = out_dir / f"selection_{slug}.md"
         atomic_write_text(table, selection_table(histories))
