@@ -155,9 +155,7 @@ def plot_runs(
         if selection and run["qmp"] and run["selection"]:
             by_group[(run["env_id"], run["label"])].append(run["selection"])
     for (env, label), histories in by_group.items():
-        slug = re.sub(
-            r"[^A-Za-z0-9_.-]+", "_", f"{env}_{label}".replace("+", "plus")
-        ).strip("_")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{env}_{label}".replace("+", "plus")).strip("_")
         written.append(plot_selection_heatmap(histories, env, out_dir / f"selection_{slug}.png"))
         table = out_dir / f"selection_{slug}.md"
         atomic_write_text(table, selection_table(histories))
