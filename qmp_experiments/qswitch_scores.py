@@ -12,7 +12,7 @@ to j), and task i's critics score every proposal, as the Q-switch does. Per task
 - ``vs random``: how much the best proposal outscores a uniformly random action, in the same
   units: near 0 means task i's critic barely depends on the action at all, so the Q-switch picks
   among near-ties;
-- ``own |a|``: the mean absolute value of task i's own proposals (near 0: an undecided policy);
+- ``own abs(a)``: the mean absolute value of task i's own proposals (near 0: an undecided policy);
 - ``winner OOD``: how far the winning proposals lie from task i's data: the mean distance of a
   winner to its nearest action in task i's buffer, divided by the same distance for task i's
   own proposals (1: as close to the data as the own policy's; >> 1: outside the data, where the
@@ -174,7 +174,7 @@ def write_over_training(run_dir: Path, rows: list[dict], states: int) -> str:
     table = markdown_table(
         ["step", "own wins (median)", "own wins, min_twin (median)", "tasks own < 0.5",
          "top other for most tasks", "margin (std, mean)", "vs random (std, mean)",
-         "own |a| (mean)", "winner OOD (mean)"],
+         "own abs(a) (mean)", "winner OOD (mean)"],
         [
             [f"{r['step']:,}", f"{r['median_own_wins']:.2f}",
              f"{r['median_own_wins_min_twin']:.2f}",
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = score_tasks(checkpoint, args.states, args.seed)
     table = markdown_table(
         ["task", "own wins", "own wins (min_twin)", "top other", "its share", "margin (std)",
-         "vs random (std)", "own |a|", "winner OOD"],
+         "vs random (std)", "own abs(a)", "winner OOD"],
         [
             [r["task"], f"{r['own_wins']:.2f}", f"{r['own_wins_min_twin']:.2f}", r["top_other"],
              f"{r['top_other_share']:.2f}", f"{r['margin_in_std']:.3f}",
