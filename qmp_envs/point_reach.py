@@ -43,6 +43,8 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
 
     feature_bounds = (0.0, 1.0)
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    #: Each episode starts uniformly in ``[low, high]^2`` (v0: the bottom-left cell).
+    start_range: tuple[float, float] = (0.0, 1.0)
 
     def __init__(self, ctrl_cost: float = 0.0, render_mode: str | None = None, **kwargs):
         if not np.isfinite(ctrl_cost) or ctrl_cost < 0:
@@ -56,15 +58,19 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
         return self.position / ARENA_SIZE
 
     def _reset_task(self, task_id: int):
-        self.position = self.np_random.uniform(0.0, 1.0, size=2)
+        self.position = self.np_random.uniform(*self.start_range, size=2)
         return self._features(), {"dist_to_goal": float(np.linalg.norm(self.position - self.goal))}
 
     def _step_task(self, action: np.ndarray):
         self.position = np.clip(self.position + STEP_SIZE * action, 0.0, ARENA_SIZE)
         dist = float(np.linalg.norm(self.position - self.goal))
         success = dist <= GOAL_RADIUS
-        reward = 1.0 if success else -self.ctrl_cost * float(np.dot(action, action))
+        reward = self._reward(action, dist, success)
         return self._features(), reward, success, {"success": success, "dist_to_goal": dist}
+
+    def _reward(self, action: np.ndarray, dist: float, success: bool) -> float:
+        """The step's reward, once the point has moved; the variants differ only here."""
+        return 1.0 if success else -self.ctrl_cost * float(np.dot(action, action))
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -132,16 +138,13 @@ class PointReachTrapEnv(PointReachEnv, suite="qmp/PointReach-v1"):
         self.start_radius = float(start_radius)
         self.goal_reward = float(goal_reward)
 
-    def _step_task(self, action: np.ndarray):
-        features, _, success, info = super()._step_task(action)
+    def _reward(self, action: np.ndarray, dist: float, success: bool) -> float:
         if success:
-            reward = self.goal_reward
-        else:
-            near_start = np.linalg.norm(self.position - START_CENTRE) <= self.start_radius
-            reward = (self.start_bonus if near_start else 0.0) - self.ctrl_cost * float(
-                np.dot(action, action)
-            )
-        return features, reward, success, info
+            return self.goal_reward
+        near_start = np.linalg.norm(self.position - START_CENTRE) <= self.start_radius
+        return (self.start_bonus if near_start else 0.0) - self.ctrl_cost * float(
+            np.dot(action, action)
+        )
 
 
 class FixedDirectionPolicy:
@@ -216,14 +219,11 @@ class PointReachMT4Env(PointReachEnv, suite="qmp/PointReachMT4-v0"):
     ((6,), 'reach-top-right')
     """
 
+    start_range = (4.5, 5.5)
+
     def _reset_task(self, task_id: int):
         self.goal = np.asarray(MT4_GOALS[self.task_names[task_id]])
-        self.position = self.np_random.uniform(4.5, 5.5, size=2)
-        return self._features(), {"dist_to_goal": float(np.linalg.norm(self.position - self.goal))}
+        return super()._reset_task(task_id)
 
-    def _step_task(self, action: np.ndarray):
-        # The base step moves the point and judges success against self.goal; only the reward
-        # differs.
-        features, _, success, info = super()._step_task(action)
-        reward = -info["dist_to_goal"] - self.ctrl_cost * float(np.dot(action, action))
-        return features, reward, success, info
+    def _reward(self, action: np.ndarray, dist: float, success: bool) -> float:
+        return -dist - self.ctrl_cost * float(np.dot(action, action))
