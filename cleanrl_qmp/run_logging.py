@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cleanrl_qmp.checkpoints import warn
+from cleanrl_qmp.float_profile import code_paths, cpu_features
 from cleanrl_qmp.run_files import atomic_write_text
 
 PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
@@ -63,8 +64,11 @@ def provenance(start_step: int) -> dict:
         "git_commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": None if status is None else bool(status),
         "python": platform.python_version(),
-        # Float results differ across processors: say which one produced this segment.
+        # Float results depend on the kernels picked for the processor's instruction set:
+        # say which processor and which code paths produced this segment.
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
+        "float_code_paths": {k: v for k, v in code_paths().items() if k != "versions"},
         "torch_threads": torch.get_num_threads(),
         "packages": versions,
     }
