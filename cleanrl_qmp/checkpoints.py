@@ -2,9 +2,10 @@
 
 A run's checkpoints are ``<run>/checkpoints/step_<N>.pt`` (torch zip archives). Anything else in
 that folder (``step_2000 (copy).pt``, a leftover ``.tmp``) is not a checkpoint and is ignored,
-with a message naming it. A checkpoint that does not load (truncated, corrupted) is renamed to
+with a message naming it. A checkpoint damaged as a file (truncated, corrupted) is renamed to
 ``<name>.corrupt`` so it is kept for inspection but never picked again, and the next older one is
-used instead.
+used instead; one that fails for another reason stays where it is and the error is reported.
+Unpickling resolves only the classes a checkpoint holds, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
@@ -122,31 +123,143 @@ def newest_readable_checkpoint(
     return None
 
 
-class _ScriptUnpickler(pickle.Unpickler):
-    """Loads objects of classes a training script defined as ``__main__`` (older checkpoints
-    stored the script's ``Args`` object) in any process: as plain attribute holders when the
-    class is not in this process's ``__main__``."""
+class UnsafeCheckpointError(Exception):
+    """A checkpoint names a class or function it has no business holding (it could run code)."""
+
+
+class DamagedCheckpointError(Exception):
+    """A checkpoint file is damaged: not a complete archive, or a member fails its CRC-32."""
+
+
+class CheckpointLoadError(Exception):
+    """A checkpoint that is intact as a file does not load (a moved class, memory, ...)."""
+
+
+# What a checkpoint may hold, by the name pickle stores. Functions (and anything not a class)
+# must be listed one by one; classes may also come from the modules in ALLOWED_CLASS_MODULES.
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("builtins", name)
+        for name in ("set", "frozenset", "slice", "range", "complex", "bytearray", "object")
+    }
+    | {
+        ("collections", "OrderedDict"), ("collections", "defaultdict"), ("collections", "deque"),
+        ("functools", "partial"), ("copyreg", "_reconstructor"), ("_codecs", "encode"),
+        ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
+        ("torch._utils", "_rebuild_parameter"), ("torch", "device"), ("torch", "Size"),
+        ("numpy", "dtype"), ("numpy", "ndarray"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+        ("mujoco._structs", "MjModel"), ("mujoco._structs", "MjData"),
+        ("qmp_envs.registration", "_make_sub_env"), ("qmp_envs.suites", "suite_facts"),
+    }
+)  # fmt: skip
+# Modules whose classes a checkpoint may hold: our own packages, env state (Gymnasium's spaces,
+# vector envs and wrappers, Meta-World's envs), numpy's dtypes and bit generators, torch dtypes.
+ALLOWED_CLASS_MODULES = (
+    "qmp_envs", "qmp_wrappers", "cleanrl_qmp",
+    "gymnasium.spaces", "gymnasium.vector", "gymnasium.wrappers", "gymnasium.envs.registration",
+    "gymnasium.envs.mujoco", "gymnasium.utils.ezpickle", "metaworld.envs",
+    "numpy.dtypes", "numpy.random",
+)  # fmt: skip
+
+
+def _in_modules(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+class _CheckpointUnpickler(pickle.Unpickler):
+    """Resolves only the globals a checkpoint really holds (:data:`ALLOWED_GLOBALS`, classes of
+    :data:`ALLOWED_CLASS_MODULES`, torch's dtypes), so a crafted file cannot name ``os.system``
+    or ``builtins.eval``; loads objects of classes a training script defined as ``__main__``
+    (older checkpoints stored the script's ``Args``) as plain attribute holders."""
 
     def find_class(self, module: str, name: str):
-        if module == "__main__" and not hasattr(sys.modules["__main__"], name):
+        if module == "__main__" and name.endswith("Args"):
+            found = getattr(sys.modules["__main__"], name, None)
+            if isinstance(found, type):
+                return found
             return type(name, (), {"__module__": "__main__"})
-        return super().find_class(module, name)
+        if (module, name) in ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch":  # dtypes (torch.float32) and legacy storage classes only
+            import torch
+
+            found = super().find_class(module, name)
+            if isinstance(found, torch.dtype) or (
+                isinstance(found, type) and name.endswith("Storage")
+            ):
+                return found
+        elif _in_modules(module, ALLOWED_CLASS_MODULES):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise UnsafeCheckpointError(
+            f"refusing {module}.{name}: a checkpoint holds only arrays, tensors, Gymnasium/"
+            "MuJoCo/Meta-World env state and this toolkit's classes (see "
+            "cleanrl_qmp.checkpoints.ALLOWED_GLOBALS)"
+        )
 
 
-class _ScriptPickleModule:
-    Unpickler = _ScriptUnpickler
+class _CheckpointPickleModule:
+    Unpickler = _CheckpointUnpickler
     load = staticmethod(pickle.load)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint in any process, not only in the script that wrote it."""
+    """Load a checkpoint in any process, not only in the script that wrote it.
+
+    Unpickling is restricted to what a checkpoint holds (:class:`_CheckpointUnpickler`): a file
+    naming anything else raises :class:`UnsafeCheckpointError` naming the global and the file.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    # Checkpoints hold pickled environments and buffers: only load files you wrote.
-    return torch.load(path, weights_only=False, pickle_module=_ScriptPickleModule)
+    # torch.load does not check the archive's CRCs: a flipped bit would load as a wrong value.
+    # Reading every member once costs about a tenth of the load.
+    damage = archive_damage(path)
+    if damage is not None:
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged: {damage}")
+    try:
+        return torch.load(path, weights_only=False, pickle_module=_CheckpointPickleModule)
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(f"{path}: {error}") from None
+
+
+def archive_damage(path: Path) -> str | None:
+    """Why the zip archive at ``path`` is damaged (incomplete, a member failing its CRC-32),
+    else None; an I/O error other than damage (permissions) propagates."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()  # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, EOFError) as bad:
+        return f"not a complete zip archive ({bad})"
+    except zipfile.LargeZipFile as bad:
+        return f"unreadable zip archive ({bad})"
+    if bad_member is not None:
+        return f"member {bad_member} fails its CRC-32 check"
+    return None
+
+
+def file_damage(path: Path, error: BaseException) -> str | None:
+    """Why ``path`` is damaged as a file, given the error loading it raised; None when the file
+    is intact and the error has another cause (a moved class, memory, a refused global)."""
+    if isinstance(error, DamagedCheckpointError):
+        return str(error).split(" is damaged: ", 1)[-1]
+    if isinstance(error, UnsafeCheckpointError | MemoryError | ImportError | AttributeError):
+        return None
+    if isinstance(error, pickle.UnpicklingError | EOFError) or (
+        isinstance(error, RuntimeError) and "PytorchStreamReader" in str(error)
+    ):
+        return f"unreadable pickle ({type(error).__name__}: {error})"
+    return None
 
 
 def load_newest_checkpoint(
@@ -155,7 +268,9 @@ def load_newest_checkpoint(
     """Load ``path``, or, if it (a file) does not load, the newest older checkpoint of its run
     that does; a run folder or its ``checkpoints/`` folder loads its newest loadable checkpoint.
 
-    Checkpoints that fail are set aside (see :func:`set_aside`). Raises ``FileNotFoundError``
+    Checkpoints damaged as files (truncated, failing a CRC, an unreadable pickle) are set aside
+    (see :func:`set_aside`); any other failure stops with :class:`CheckpointLoadError` (or
+    :class:`UnsafeCheckpointError`) and leaves the file in place. Raises ``FileNotFoundError``
     naming the folder when no checkpoint loads.
     """
     path = Path(path)
@@ -176,8 +291,16 @@ def load_newest_checkpoint(
     for candidate in candidates:
         try:
             return candidate, load_checkpoint(candidate)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure means "damaged"
-            set_aside(candidate, f"{type(error).__name__}: {error}", report)
+        except UnsafeCheckpointError:
+            raise
+        except Exception as error:  # noqa: BLE001 - classified below: damaged file or not
+            damage = file_damage(candidate, error)
+            if damage is None:
+                raise CheckpointLoadError(
+                    f"{candidate} did not load ({type(error).__name__}: {error}); the file is "
+                    "intact, so it was left in place and no older checkpoint was tried"
+                ) from error
+            set_aside(candidate, damage, report)
     raise FileNotFoundError(f"no loadable checkpoint in {folder}")
 
 

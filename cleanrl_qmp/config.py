@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from cleanrl_qmp.run_files import RunFolderLock
@@ -253,16 +253,59 @@ def base_problems(args: BaseArgs) -> list[str]:
     return p
 
 
+GIVEN_FLAGS_ATTRIBUTE = "_given_flags"
+ArgsT = TypeVar("ArgsT")
+
+
+def flags_in(argv: list[str], args_type: type) -> frozenset[str]:
+    """The fields of ``args_type`` that ``argv`` names (``--batch-size 64``, ``--seed=3``,
+    ``--qmp`` / ``--no-qmp``), whatever their values.
+
+    >>> sorted(flags_in(["--no-qmp", "--seed=3", "--hidden", "32", "32"], BaseArgs))
+    ['hidden', 'qmp', 'seed']
+    """
+    names = {f.name for f in fields(args_type)}
+    given = set()
+    for token in argv:
+        if not token.startswith("--") or token == "--":
+            continue
+        name = token[2:].split("=", 1)[0].replace("-", "_")
+        if name in names:
+            given.add(name)
+        elif name.startswith("no_") and name[3:] in names:
+            given.add(name[3:])
+    return frozenset(given)
+
+
+def parse_command_line(args_type: type[ArgsT], argv: list[str] | None = None) -> ArgsT:
+    """``tyro.cli(args_type)``, remembering which flags the command line gave, so a resume
+    compares every one of them with the checkpoint, also those equal to their defaults."""
+    import tyro
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = tyro.cli(args_type, args=argv)
+    setattr(args, GIVEN_FLAGS_ATTRIBUTE, flags_in(argv, args_type))
+    return args
+
+
+def given_or_changed(args: Any) -> set[str]:
+    """The flags of ``args`` to honour on resume: those its command line gave (when it came
+    from :func:`parse_command_line`) and those that differ from their defaults."""
+    defaults = type(args)()
+    changed = {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
+    return changed | set(getattr(args, GIVEN_FLAGS_ATTRIBUTE, ()))
+
+
 def resume_conflicts(given: BaseArgs, saved: BaseArgs) -> list[str]:
-    """Flags given with ``--resume`` (differing from their defaults) that contradict the
-    checkpoint's configuration; :data:`RESUMABLE_FLAGS` may change."""
-    defaults = type(given)()
+    """Flags given with ``--resume`` (on the command line, or differing from their defaults)
+    that contradict the checkpoint's configuration; :data:`RESUMABLE_FLAGS` may change."""
+    honoured = given_or_changed(given)
     conflicts = []
     for f in fields(given):
         if f.name in RESUMABLE_FLAGS or f.name == "run_dir":
             continue
         value, theirs = getattr(given, f.name), getattr(saved, f.name)
-        if value != getattr(defaults, f.name) and value != theirs:
+        if f.name in honoured and value != theirs:
             if isinstance(value, bool):  # tyro's --flag / --no-flag
                 given_text = flag(f.name if value else f"no_{f.name}")
                 theirs_text = flag(f.name if theirs else f"no_{f.name}")
@@ -304,9 +347,9 @@ def resumed_configuration(args: Any, checkpoint: dict, run_dir: Path, lock: Any)
     conflicts = resume_conflicts(args, saved)
     if conflicts:
         refuse(f"these flags contradict {args.resume}", conflicts, lock)
-    defaults = type(args)()
+    honoured = given_or_changed(args)
     for name in RESUMABLE_FLAGS - {"resume"}:
-        if getattr(args, name) != getattr(defaults, name):
+        if name in honoured:
             setattr(saved, name, getattr(args, name))
     saved.resume = args.resume
     # A run continues in the folder that holds the checkpoint (runs can be moved).

@@ -35,6 +35,8 @@ from tqdm import tqdm
 
 import qmp_envs
 from cleanrl_qmp.checkpoints import (
+    CheckpointLoadError,
+    UnsafeCheckpointError,
     checkpoint_path,
     load_newest_checkpoint,
     save_checkpoint,
@@ -77,6 +79,74 @@ COUNTERS = (
 
 
 ArgsT = TypeVar("ArgsT", bound=BaseArgs)
+
+
+def _shapes(state: Any) -> dict[str, tuple[int, ...]] | None:
+    if not isinstance(state, dict):
+        return None
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def checkpoint_problems(checkpoint: dict, objects: dict[str, Any]) -> list[str]:
+    """Everything that keeps ``checkpoint`` from restoring ``objects`` (a script's networks,
+    optimisers, tensors and buffer) and the run's state, as readable lines; [] if it fits.
+
+    Checked before anything is loaded, so a checkpoint of another env or script, or one that
+    lacks a part, is refused with a message instead of a size-mismatch traceback from torch.
+    """
+    problems = [
+        f"missing part {name!r}"
+        for name in [*objects, "envs", "obs", "rng", *COUNTERS]
+        if name not in checkpoint
+    ]
+    for name, obj in objects.items():
+        if name not in checkpoint:
+            continue
+        saved = checkpoint[name]
+        if isinstance(obj, torch.nn.Module):
+            ours, theirs = _shapes(obj.state_dict()), _shapes(saved)
+            if theirs is None:
+                problems.append(f"{name}: expected a state dict, found {type(saved).__name__}")
+            elif ours != theirs:
+                assert ours is not None
+                differ = [
+                    f"{k}: checkpoint {theirs.get(k)}, this run {ours.get(k)}"
+                    for k in sorted(set(ours) | set(theirs))
+                    if ours.get(k) != theirs.get(k)
+                ]
+                problems.append(f"{name} differs in {len(differ)} tensors: {'; '.join(differ[:3])}")
+        elif isinstance(obj, torch.optim.Optimizer):
+            groups = obj.state_dict()["param_groups"]
+            saved_groups = saved.get("param_groups") if isinstance(saved, dict) else None
+            if saved_groups is None or [len(g["params"]) for g in groups] != [
+                len(g["params"]) for g in saved_groups
+            ]:
+                problems.append(f"{name}: the optimiser's parameter groups differ")
+                continue
+            params = [p for group in obj.param_groups for p in group["params"]]
+            for index, state in saved.get("state", {}).items():
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor) and value.ndim > 0:
+                        if index >= len(params) or value.shape != params[index].shape:
+                            problems.append(f"{name}: state {key} of parameter {index} has "
+                                            f"shape {tuple(value.shape)}")  # fmt: skip
+                            break
+        elif isinstance(obj, torch.Tensor):
+            if not isinstance(saved, torch.Tensor) or saved.shape != obj.shape:
+                found = tuple(saved.shape) if isinstance(saved, torch.Tensor) else type(saved)
+                problems.append(f"{name}: checkpoint {found}, this run {tuple(obj.shape)}")
+        else:
+            if type(saved) is not type(obj):
+                problems.append(
+                    f"{name}: checkpoint holds a {type(saved).__name__}, this run a "
+                    f"{type(obj).__name__}"
+                )
+                continue
+            for attr in ("obs_shape", "action_dim", "num_tasks"):
+                if getattr(saved, attr, None) != getattr(obj, attr, None):
+                    problems.append(f"{name}.{attr}: checkpoint {getattr(saved, attr, None)}, "
+                                    f"this run {getattr(obj, attr, None)}")  # fmt: skip
+    return problems
 
 
 class TrainingRun(Generic[ArgsT]):
@@ -125,12 +195,11 @@ class TrainingRun(Generic[ArgsT]):
             for name in COUNTERS:
                 setattr(self, name, self.checkpoint[name])
         self.last_success = float("nan")
-        if args.track:  # before the TensorBoard writer exists, so wandb can mirror it
-            start_wandb(self.run_dir, self.args)
-        resume_step = self.global_step if self.checkpoint is not None else None
-        self.logger = RunLogger(self.run_dir, args, resume_step=resume_step)
-        if resume_step is not None:
-            self.logger.truncate_selection(resume_step)
+        self._logger: RunLogger | None = None
+        if self.checkpoint is None:
+            self._open_logs()
+        # A resumed run opens its logs (which rewrites metrics and selection files) only in
+        # load(), once the whole checkpoint was checked against the script's objects.
         print(
             f"run folder: {self.run_dir}  (QMP {'on' if args.qmp else 'off'}, "
             f"from step {self.global_step})"
@@ -146,6 +215,20 @@ class TrainingRun(Generic[ArgsT]):
             mininterval=1.0 if sys.stderr.isatty() else 30.0,  # keep CI logs short
         )
 
+    def _open_logs(self) -> None:
+        if self.args.track:  # before the TensorBoard writer exists, so wandb can mirror it
+            start_wandb(self.run_dir, self.args)
+        resume_step = self.global_step if self.checkpoint is not None else None
+        self._logger = RunLogger(self.run_dir, self.args, resume_step=resume_step)
+        if resume_step is not None:
+            self._logger.truncate_selection(resume_step)
+
+    @property
+    def logger(self) -> RunLogger:
+        if self._logger is None:
+            raise RuntimeError("a resumed run logs only after load() restored the checkpoint")
+        return self._logger
+
     # -- configuration and the run folder -------------------------------------------------
     def _resumed_args(self, args: ArgsT) -> ArgsT:
         """Lock the checkpoint's run folder, load its newest checkpoint that loads, and return
@@ -156,7 +239,10 @@ class TrainingRun(Generic[ArgsT]):
         else:
             run_dir = resume.resolve().parent.parent
         self._lock_run_folder(run_dir)
-        checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
+        try:
+            checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
+        except (CheckpointLoadError, UnsafeCheckpointError, FileNotFoundError) as error:
+            refuse("cannot resume", [str(error)], self.lock)
         args.resume = str(checkpoint_file)
         return resumed_configuration(args, self.checkpoint, run_dir, self.lock)
 
@@ -196,6 +282,18 @@ class TrainingRun(Generic[ArgsT]):
         """
         if self.checkpoint is None:
             raise RuntimeError("load() needs a run started with --resume")
+        problems = checkpoint_problems(self.checkpoint, objects)
+        if problems:
+            saved_args = self.checkpoint.get("args")
+            saved_env = saved_args.get("env_id") if isinstance(saved_args, dict) else None
+            writer = self.checkpoint.get("script") or "an older version (no script recorded)"
+            refuse(
+                f"{self.args.resume} does not fit {script_name(self.args)} with --env-id "
+                f"{self.args.env_id} (it was written by {writer}, its args say env "
+                f"{saved_env}); nothing in the run folder was changed",
+                problems,
+                self.lock,
+            )
         loaded = {}
         for name, obj in objects.items():
             saved = self.checkpoint[name]
@@ -209,6 +307,7 @@ class TrainingRun(Generic[ArgsT]):
             loaded[name] = obj
         loaded["envs"], loaded["obs"] = self.checkpoint["envs"], self.checkpoint["obs"]
         set_rng_state(self.checkpoint["rng"])
+        self._open_logs()
         return loaded
 
     def save(self, objects: dict[str, Any]) -> Path:

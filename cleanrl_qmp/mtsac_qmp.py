@@ -19,9 +19,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
 
-from cleanrl_qmp.config import BaseArgs
+from cleanrl_qmp.config import BaseArgs, parse_command_line
 from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import (
     MultiHeadActor,
@@ -186,4 +185,4 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_command_line(Args))

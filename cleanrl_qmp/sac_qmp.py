@@ -21,9 +21,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
 
-from cleanrl_qmp.config import BaseArgs
+from cleanrl_qmp.config import BaseArgs, parse_command_line
 from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
 from cleanrl_qmp.run_logging import plot_demo
@@ -157,7 +156,7 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    cli_args = tyro.cli(Args)
+    cli_args = parse_command_line(Args)
     out_dir = main(cli_args)
     if cli_args.demo:
         plot_demo(out_dir)

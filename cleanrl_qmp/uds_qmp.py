@@ -16,9 +16,8 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
-import tyro
 
-from cleanrl_qmp.config import BaseArgs, check
+from cleanrl_qmp.config import BaseArgs, check, parse_command_line
 from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
 from cleanrl_qmp.tasks import TaskSpec
@@ -188,4 +187,4 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_command_line(Args))

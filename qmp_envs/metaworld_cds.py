@@ -130,6 +130,25 @@ def _cds_classes() -> list[type]:
     return [CDSDoorOpen, CDSDoorClose, CDSDrawerOpen, CDSDrawerClose]
 
 
+CDS_CLASS_NAMES = ("CDSDoorOpen", "CDSDoorClose", "CDSDrawerOpen", "CDSDrawerClose")
+_CLASSES: list[type] = []
+
+
+def cds_task_classes() -> list[type]:
+    """The four task classes, built once (they subclass Meta-World's, imported only here)."""
+    if not _CLASSES:
+        _CLASSES.extend(_cds_classes())
+    return _CLASSES
+
+
+def __getattr__(name: str) -> type:
+    # A checkpoint names the task classes by reference; a process that has built no CDS env
+    # yet (one resuming from a checkpoint) must still find them when unpickling.
+    if name in CDS_CLASS_NAMES:
+        return cds_task_classes()[CDS_CLASS_NAMES.index(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def cds_variations(task_id: int, seed: int, low, high) -> np.ndarray:
     """50 object positions drawn uniformly from the task's reset range."""
     rng = np.random.default_rng([seed, task_id])
@@ -149,12 +168,8 @@ class MetaWorldCDSEnv(MetaWorldSuiteEnv, suite="qmp/MetaWorldCDS-v0"):
     ((25,), 'drawer-open')
     """
 
-    _classes: list[type] | None = None
-
     def _make_task_env(self, task_id: int, **kwargs: Any):
-        if MetaWorldCDSEnv._classes is None:
-            MetaWorldCDSEnv._classes = _cds_classes()
-        return MetaWorldCDSEnv._classes[task_id](**kwargs)
+        return cds_task_classes()[task_id](**kwargs)
 
     def _set_variation(self, env, task_id: int, variation: int) -> None:
         low, high = env.object_range

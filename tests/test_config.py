@@ -12,7 +12,7 @@ import pytest
 import tyro
 
 from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
-from cleanrl_qmp.config import RESUMABLE_FLAGS, registered_qmp_ids
+from cleanrl_qmp.config import RESUMABLE_FLAGS, parse_command_line, registered_qmp_ids
 
 TINY = ["--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "16",
         "--hidden", "32", "32", "--eval-every", "300", "--eval-episodes", "1",
@@ -20,7 +20,7 @@ TINY = ["--total-timesteps", "300", "--learning-starts", "100", "--batch-size", 
 
 
 def run_cli(script, argv: list[str]) -> None:
-    script.main(tyro.cli(script.Args, args=argv))
+    script.main(parse_command_line(script.Args, argv))
 
 
 def refused(script, argv: list[str], capsys) -> str:

@@ -150,3 +150,25 @@ def test_pickled_cds_env_continues_bit_exactly(assert_pickle_continues_exactly):
     env = make(3)
     actions = np.random.default_rng(0).uniform(-1, 1, (80, 4)).astype(np.float32)
     assert assert_pickle_continues_exactly(env, actions) < 2_000_000
+
+
+def test_a_pickled_cds_env_loads_in_a_process_that_never_built_one():
+    """A resumed run unpickles its checkpoint before it builds any env: the task classes must
+    resolve by name (they are built on demand), or every CDS checkpoint would fail to load."""
+    import pickle
+    import subprocess
+    import sys
+
+    env = gym.make("qmp/MetaWorldCDS-v0", task=1, seed=0)
+    env.reset(seed=0)
+    blob = pickle.dumps(env.unwrapped)
+    env.close()
+    code = (
+        "import pickle, sys; env = pickle.loads(sys.stdin.buffer.read()); "
+        "print(type(env).__name__, env.task_names[1])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=blob, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["MetaWorldCDSEnv", "door-close"]
