@@ -181,6 +181,18 @@ class EnsembleActor(nn.Module):
         half = out.shape[1] // 2
         return out[:, :half], out[:, half:]
 
+    def log_prob_members(self, obs_rows: torch.Tensor, action_rows: torch.Tensor) -> torch.Tensor:
+        """``(N, M)``: every member's log-density of the executed ``action_rows (M, A)`` on
+        ``obs_rows (M, D)`` (the squashed Gaussian's, actions inside (-1, 1) after a clamp)."""
+        x = self.features(obs_rows).expand(self.num_tasks, -1, -1)
+        mean, log_std = self.net(x).chunk(2, dim=-1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        action = action_rows.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+        u = torch.atanh(action)
+        z = (u - mean) * torch.exp(-log_std)
+        log_prob = -0.5 * z.pow(2) - log_std - _HALF_LOG_2PI - torch.log(1.0 - action.pow(2) + 1e-6)
+        return log_prob.sum(-1)
+
     def deterministic_act(self, obs_rows: torch.Tensor) -> torch.Tensor:
         """``tanh(mean)`` for flat rows, without drawing random numbers (evaluation)."""
         task_ids = task_ids_of(obs_rows, self.num_tasks)

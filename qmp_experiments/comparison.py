@@ -45,6 +45,8 @@ DISPLAY_NAMES = {
     "dnc_reg_only": "DnC (regularisation only)",
     "dnc_distill": "DnC",
     "fully_shared": "Fully-Shared-Behavior",
+    "ctpg": "CTPG-style guidance (No-Sharing base)",
+    "no_sharing_qmp_hold10": "No-Sharing + QMP (hold 10 steps)",
 }
 
 #: Final success in % read from the paper's figures (spec 10.3), per env id and method.
@@ -102,8 +104,12 @@ def percent(value: float) -> str:
 
 def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     env_id = campaign.env_ids[0]
-    methods = [m.name for m in campaign.methods]
     found = finished_runs(campaign, root)
+    # A method added later (fewer seeds so far) must not shrink the comparison of the others to
+    # its seeds: it joins once it has every seed the most complete methods have.
+    most = max((len(found.get(m.name, {})) for m in campaign.methods), default=0)
+    methods = [m.name for m in campaign.methods if len(found.get(m.name, {})) == most]
+    partial = [m.name for m in campaign.methods if 0 < len(found.get(m.name, {})) < most]
     seeds = common_seeds(found, methods)
     if not seeds:
         raise SystemExit(f"{campaign.name}: no seed has finished for every method yet")
@@ -180,7 +186,46 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
             rows,
         ),
     )
-    return [figure, comparison, complementary]
+    written = [figure, comparison, complementary]
+    if partial:
+        written.append(partial_report(partial, methods, found, out, steps_label, last))
+    return written
+
+
+def partial_report(
+    partial: list[str],
+    complete: list[str],
+    found: dict[str, dict[int, Path]],
+    out: Path,
+    steps_label: str,
+    last: int,
+) -> Path:
+    """``partial.md``: each method that has not finished every seed yet, beside every complete
+    method on the same seeds (a same-seed comparison, not the campaign's)."""
+    rows = []
+    for method in partial:
+        seeds = sorted(found[method])
+        for other in [method, *complete]:
+            if not set(seeds) <= set(found.get(other, {})):
+                continue
+            r = method_result([found[other][s] for s in seeds], last)
+            rows.append(
+                [
+                    DISPLAY_NAMES.get(method, method),
+                    DISPLAY_NAMES.get(other, other),
+                    ", ".join(map(str, seeds)),
+                    f"{percent(r['final'])}",
+                ]
+            )
+    path = out / "partial.md"
+    atomic_write_text(
+        path,
+        markdown_table(
+            ["method not yet on every seed", "method", "seeds", f"success % at {steps_label}"],
+            rows,
+        ),
+    )
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:

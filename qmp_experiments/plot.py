@@ -51,8 +51,12 @@ def run_label(args: dict) -> str:
     'sac_qmp + QMP (min_twin scoring)'
     >>> run_label({"exp_name": "sac_qmp", "qmp": True, "qmp_helpers": ["up", "right"]})
     'sac_qmp + QMP (helpers up/right)'
+    >>> run_label({"exp_name": "ctpg_sac", "qmp": True, "guide_filter": True})
+    'ctpg_sac + guide'
     """
     qmp = args.get("qmp", False)
+    if "guide_filter" in args:  # ctpg_sac.py: --qmp turns the learned guide on
+        return f"{args.get('exp_name', 'run')} {'+ guide' if qmp else '(no guide)'}"
     label = f"{args.get('exp_name', 'run')} {'+ QMP' if qmp else '(no QMP)'}"
     if qmp:
         options = [
@@ -63,6 +67,8 @@ def run_label(args: dict) -> str:
             )
             if args.get(key, paper) != paper
         ]
+        if args.get("qmp_hold_steps", 1) != 1:
+            options.append(f"hold {args['qmp_hold_steps']}")
         if args.get("qmp_helpers"):
             options.append(f"helpers {'/'.join(args['qmp_helpers'])}")
         if options:

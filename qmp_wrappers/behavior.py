@@ -36,7 +36,8 @@ class QMPBehaviorWrapper(
             critics on sampled actions).
         mixture: ``"qswitch"`` (argmax, the paper), ``"uniform"`` (a uniformly random
             candidate; the ablation) or ``"softmax"`` (sample from softmax(Q / temperature),
-            computed in float64).
+            computed in float64) or ``"guide"`` (an attached guide picks the candidate every
+            ``hold_steps`` steps, CTPG-style: :mod:`qmp_wrappers.guide`).
         temperature: softmax temperature, > 0.
         hold_steps: keep the chosen candidate for this many steps (H = 1: switch every step).
         start_step: QMP acts only once this many env steps have passed (e.g. SAC's
@@ -48,11 +49,15 @@ class QMPBehaviorWrapper(
             requires ``relabel_fn``.
         relabel_fn: ``(obs (M, D) ndarray, task_ids (M,) ndarray) -> obs`` giving each row the
             identity of another task, so that policy j can propose on task i's state.
-        seed: seed of the wrapper's own RNG (uniform and softmax mixtures); ``reset(seed=s)``
-            reseeds it.
+        seed: seed of the wrapper's own RNG (uniform, softmax and guide mixtures);
+            ``reset(seed=s)`` reseeds it.
+        guide_filter, guide_block: the guide mixture's policy-filter and guide-block gates.
+        guide_filter_start: the policy filter masks candidates only after this many env steps
+            (the guide critic's warm-up).
 
     ``info["qmp_action"]`` is the executed action, clipped to the action space as the env
-    clips it; ``info["qmp_policy"]`` the index of the executed candidate.
+    clips it; ``info["qmp_policy"]`` the index of the executed candidate; with the guide
+    mixture, ``info["qmp_choice_made"]`` says whether this step started a guided segment.
 
     Example: each task policy proposes ``task / 10``; task 2's Q prefers actions near 0.3, so
     task 2 executes policy 3's proposal.
@@ -99,4 +104,6 @@ class QMPBehaviorWrapper(
         info = dict(info)
         info["qmp_action"] = executed[0]
         info["qmp_policy"] = int(chosen[0])
+        if self.qmp.mixture == "guide":
+            info["qmp_choice_made"] = bool(self.qmp.choice_made[0])
         return obs, reward, terminated, truncated, info

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 SCORING_RULES = ("original", "min_twin")
-MIXTURES = ("qswitch", "uniform", "softmax")
+MIXTURES = ("qswitch", "uniform", "softmax", "guide")  # guide: qmp_wrappers.guide
 
 
 def read_one_hot_task(obs: np.ndarray, num_tasks: int) -> np.ndarray:

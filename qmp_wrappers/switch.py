@@ -17,6 +17,7 @@ import torch
 
 from qmp_envs.suites import SUITES
 from qmp_wrappers.attach import bind_networks
+from qmp_wrappers.guide import GuideNetworks, check_guide, guided_choice
 from qmp_wrappers.qswitch import (
     MIXTURES,
     SCORING_RULES,
@@ -64,6 +65,9 @@ class SwitchOptions(TypedDict, total=False):
     task_id_fn: Callable | None
     relabel_fn: Callable | None
     seed: int | None
+    guide_filter: bool
+    guide_block: bool
+    guide_filter_start: int
 
 
 class QSwitchState:
@@ -90,6 +94,9 @@ class QSwitchState:
         task_id_fn: Callable | None = None,
         relabel_fn: Callable | None = None,
         seed: int | None = None,
+        guide_filter: bool = True,
+        guide_block: bool = True,
+        guide_filter_start: int = 0,
         next_step_autoreset: bool = False,
     ):
         if scoring not in SCORING_RULES:
@@ -98,7 +105,11 @@ class QSwitchState:
             raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
         if not (isinstance(temperature, int | float) and temperature > 0):
             raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-        for name, value, least in (("hold_steps", hold_steps, 1), ("start_step", start_step, 0)):
+        for name, value, least in (
+            ("hold_steps", hold_steps, 1),
+            ("start_step", start_step, 0),
+            ("guide_filter_start", guide_filter_start, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
         if (task_id_fn is None) != (relabel_fn is None):
@@ -141,6 +152,11 @@ class QSwitchState:
         self.extra_policies = extra_policies
         self.extra_policy_names = list(extra_policy_names)
         self.task_id_fn, self.relabel_fn = task_id_fn, relabel_fn
+        self.guide_filter, self.guide_block = bool(guide_filter), bool(guide_block)
+        self.guide_filter_start = guide_filter_start
+        self.guide: GuideNetworks | None = None
+        # Rows that made a fresh choice at the last step (the start of a guided K-step segment).
+        self.choice_made = np.zeros(num_envs, dtype=bool)
         self.action_dim = int(action_space.shape[0])
         self.enabled = True
         self.rng = np.random.default_rng(seed)
@@ -168,7 +184,12 @@ class QSwitchState:
         policy: Callable,
         q_function: Callable | Sequence[Callable],
         device: str | torch.device | None = None,
+        guide: GuideNetworks | None = None,
     ) -> None:
+        if self.mixture == "guide" and guide is None:
+            raise ValueError('mixture="guide" needs attach(..., guide=...): see qmp_wrappers.guide')
+        if self.mixture != "guide" and guide is not None:
+            raise ValueError(f'a guide is used only with mixture="guide", not {self.mixture!r}')
         if self.num_tasks is None:
             raise ValueError(
                 "cannot attach: the environment's task count is unknown (not a qmp/ id and no "
@@ -187,9 +208,16 @@ class QSwitchState:
             CallableAdapter(fn, f"extra policy {name!r}", False, self.device)
             for fn, name in zip(self.extra_policies, self.extra_policy_names, strict=True)
         ]
+        if guide is not None:
+            n = self.num_tasks
+            zeros = torch.zeros(n, self.observation_space.shape[0], device=self.device)
+            probe = self.relabel(zeros, torch.arange(n, device=self.device))
+            with torch.random.fork_rng(devices=[]):  # the probe draws no global random numbers
+                check_guide(guide, probe, n + len(self.extras), n)
+        self.guide = guide
 
     def detach(self) -> None:
-        self.policy = self.q_function = None
+        self.policy = self.q_function = self.guide = None
         self.extras = []
 
     @property
@@ -264,6 +292,7 @@ class QSwitchState:
         if self.last_obs is None:
             raise RuntimeError("call reset() before step()")
         self.steps_taken += self.num_envs
+        self.choice_made = np.zeros(self.num_envs, dtype=bool)
         if self.num_tasks is None:
             return agent_actions, np.full(self.num_envs, -1, dtype=np.int64)
         task_ids = self.task_ids(self.last_obs)
@@ -290,15 +319,27 @@ class QSwitchState:
         needs_choice = self.hold_left <= 0
         chosen = self.held.copy()
         if needs_choice.any():
-            scores = None
-            if self.mixture != "uniform":
-                scores = score(obs, candidates, self.q_function, self.scoring)
-            fresh = choose(
-                scores, num_candidates, self.num_envs, self.mixture, self.temperature, self.rng
-            )
+            if self.mixture == "guide":
+                assert self.guide is not None
+                fresh = guided_choice(
+                    self.guide,
+                    obs,
+                    task_tensor,
+                    self.rng,
+                    use_filter=self.guide_filter and self.steps_taken > self.guide_filter_start,
+                    use_block=self.guide_block,
+                )
+            else:
+                scores = None
+                if self.mixture != "uniform":
+                    scores = score(obs, candidates, self.q_function, self.scoring)
+                fresh = choose(
+                    scores, num_candidates, self.num_envs, self.mixture, self.temperature, self.rng
+                )
             chosen[needs_choice] = fresh[needs_choice]
             self.held[needs_choice] = fresh[needs_choice]
             self.hold_left[needs_choice] = self.hold_steps
+        self.choice_made = needs_choice & ~self.resetting
         self.hold_left -= 1
 
         batch_index = torch.arange(self.num_envs, device=device)
@@ -339,7 +380,7 @@ class QSwitchState:
     def __getstate__(self) -> dict:
         # Attached networks are checkpointed by their owner; re-attach after unpickling.
         state = self.__dict__.copy()
-        state["policy"] = state["q_function"] = None
+        state["policy"] = state["q_function"] = state["guide"] = None
         state["extras"] = []
         return state
 
@@ -354,6 +395,7 @@ class QSwitchControls:
         policy: Callable,
         q_function: Callable | Sequence[Callable],
         device: str | torch.device | None = None,
+        guide: GuideNetworks | None = None,
     ) -> None:
         """Give the wrapper the agent's task policies and Q-functions; may be called any time.
 
@@ -367,10 +409,13 @@ class QSwitchControls:
             device: where input tensors live. Inferred from torch modules (and bound methods of
                 modules); with neither a device nor a module, the callables get numpy arrays.
 
+            guide: with ``mixture="guide"`` only, a :class:`~qmp_wrappers.guide.GuideNetworks`
+                that picks the candidate every ``hold_steps`` steps (CTPG-style guidance).
+
         Each callable is called once on a probe batch (one row per task) to check its outputs;
         the probe leaves the global torch and NumPy random streams unchanged.
         """
-        self.qmp.attach(policy, q_function, device)
+        self.qmp.attach(policy, q_function, device, guide)
 
     def detach(self) -> None:
         """Forget the attached callables; actions pass through again."""

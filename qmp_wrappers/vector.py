@@ -76,6 +76,8 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
         mask = np.ones(self.num_envs, dtype=bool)
         info["qmp_action"], info["_qmp_action"] = executed, mask
         info["qmp_policy"], info["_qmp_policy"] = chosen, mask.copy()
+        if self.qmp.mixture == "guide":  # where a guided K-step segment starts
+            info["qmp_choice_made"], info["_qmp_choice_made"] = self.qmp.choice_made, mask.copy()
         return obs, reward, terminated, truncated, info
 
     def get_attr(self, name: str) -> tuple:

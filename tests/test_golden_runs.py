@@ -63,6 +63,7 @@ CASES = {
     "mtsac_fully_shared": ["mtsac_qmp.py", "--no-qmp", "--fully-shared"],
     "uds_qmp": ["uds_qmp.py", "--qmp", "--share-q-quantile", "0.3"],
     "dnc_sac": ["dnc_sac.py", "--qmp", "--distill-every", "300", "--distill-steps", "5"],
+    "ctpg_sac": ["ctpg_sac.py", "--qmp", "--guide-filter-start", "300"],
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
+from cleanrl_qmp import ctpg_sac, dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
 from cleanrl_qmp.checkpoints import load_checkpoint
 from cleanrl_qmp.run_logging import cpu_model
 from qmp_experiments.plot import plot_runs
@@ -22,6 +22,7 @@ SCRIPTS = {
     "mtsac_qmp": (mtsac_qmp, {}),
     "uds_qmp": (uds_qmp, {"share_q_quantile": 0.3}),
     "dnc_sac": (dnc_sac, {"qmp": True, "distill_every": 300, "distill_steps": 5}),
+    "ctpg_sac": (ctpg_sac, {"guide_filter_start": 300}),
 }
 
 
@@ -102,7 +103,9 @@ def test_resumed_run_reproduces_the_uninterrupted_run(trained, tmp_path):
     assert read_metrics(copy) == read_metrics(run_dir)
     a = load_checkpoint(run_dir / "checkpoints" / "step_600.pt")
     b = load_checkpoint(copy / "checkpoints" / "step_600.pt")
-    for key in ("actor", "qf", "qf_target"):
+    for key in ("actor", "qf", "qf_target", "guide_actor", "guide_qf")[
+        : 5 if "guide_qf" in a else 3
+    ]:
         for name, tensor in a[key].items():
             torch.testing.assert_close(b[key][name], tensor, rtol=0, atol=0)
     assert torch.equal(a["log_alpha"], b["log_alpha"])
