@@ -56,6 +56,17 @@ FLOAT_RELEVANT_FEATURES = (
 LIBRARIES = ("torch", "numpy", "mujoco", "gymnasium", "metaworld")
 
 
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Each installed distribution's version (None where it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def cpu_features() -> list[str]:
     """The float-relevant instruction-set features this processor reports (Linux
     ``/proc/cpuinfo``), sorted; empty where they cannot be read."""
@@ -93,12 +104,7 @@ def code_paths() -> dict[str, object]:
     except ImportError:
         umath = importlib.import_module("numpy.core._multiarray_umath")
     enabled = umath.__cpu_features__
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(LIBRARIES)
     return {
         "machine": platform.machine(),
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),

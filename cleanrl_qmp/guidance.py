@@ -16,7 +16,6 @@ the hindsight relabelling of that data (our reading of CTPG, He et al., NeurIPS 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -29,6 +28,7 @@ from cleanrl_qmp.networks import (
     TaskFeatures,
     TwinCritic,
     forward_by_task,
+    sac_parts,
     task_ids_of,
 )
 
@@ -68,16 +68,8 @@ class GuideAgent:
         features = control.actor.features
         actor = EnsembleMLP(n, [features.num_features, *hidden, n]).to(device)
         qf = EnsembleMLP(2 * n, [features.num_features, *hidden, n]).to(device)
-        qf_target = copy.deepcopy(qf)
-        log_alpha = torch.full((n,), float(np.log(alpha)), device=device, requires_grad=True)
         return cls(
-            actor=actor,
-            qf=qf,
-            qf_target=qf_target,
-            log_alpha=log_alpha,
-            q_optimizer=torch.optim.Adam(qf.parameters(), lr=learning_rate, foreach=True),
-            actor_optimizer=torch.optim.Adam(actor.parameters(), lr=learning_rate, foreach=True),
-            a_optimizer=torch.optim.Adam([log_alpha], lr=learning_rate, foreach=True),
+            **sac_parts(actor, qf, n, learning_rate, alpha, device),
             features=features,
             control_actor=control.actor,
             control_qf=control.qf,

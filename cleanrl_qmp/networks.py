@@ -314,6 +314,29 @@ class MultiHeadTwinCritic(nn.Module):
         return self(obs, action)
 
 
+def sac_parts(
+    actor: nn.Module,
+    qf: nn.Module,
+    num_tasks: int,
+    learning_rate: float,
+    alpha: float,
+    device: torch.device,
+) -> dict[str, Any]:
+    """A SAC agent's parts around its actor and critic: the target critic, one temperature per
+    task and the three Adam optimisers (one learning rate, as in the paper's runs)."""
+    log_alpha = torch.full((num_tasks,), float(np.log(alpha)), device=device, requires_grad=True)
+    return {
+        "actor": actor,
+        "qf": qf,
+        "qf_target": copy.deepcopy(qf),
+        "log_alpha": log_alpha,
+        # foreach: one multi-tensor kernel per Adam step instead of a loop over parameters.
+        "q_optimizer": torch.optim.Adam(qf.parameters(), lr=learning_rate, foreach=True),
+        "actor_optimizer": torch.optim.Adam(actor.parameters(), lr=learning_rate, foreach=True),
+        "a_optimizer": torch.optim.Adam([log_alpha], lr=learning_rate, foreach=True),
+    }  # fmt: skip
+
+
 @dataclass
 class PerTaskSAC:
     """The No-Sharing SAC agent of the per-task scripts: ensemble actor, twin critics and their
@@ -337,18 +360,7 @@ class PerTaskSAC:
         features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
         actor = EnsembleActor(n, features, tasks.action_dim, hidden).to(device)
         qf = TwinCritic(n, features, tasks.action_dim, hidden).to(device)
-        qf_target = copy.deepcopy(qf)
-        log_alpha = torch.full((n,), float(np.log(alpha)), device=device, requires_grad=True)
-        return cls(
-            actor=actor,
-            qf=qf,
-            qf_target=qf_target,
-            log_alpha=log_alpha,
-            # foreach: one multi-tensor kernel per Adam step instead of a loop over parameters.
-            q_optimizer=torch.optim.Adam(qf.parameters(), lr=learning_rate, foreach=True),
-            actor_optimizer=torch.optim.Adam(actor.parameters(), lr=learning_rate, foreach=True),
-            a_optimizer=torch.optim.Adam([log_alpha], lr=learning_rate, foreach=True),
-        )
+        return cls(**sac_parts(actor, qf, n, learning_rate, alpha, device))
 
     def parts(self) -> dict[str, Any]:
         """Every part by name, as checkpoints store them."""

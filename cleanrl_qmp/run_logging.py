@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cleanrl_qmp.checkpoints import warn
-from cleanrl_qmp.float_profile import code_paths, cpu_features
+from cleanrl_qmp.float_profile import code_paths, cpu_features, package_versions
 from cleanrl_qmp.run_files import atomic_write_text
 
 PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
@@ -37,7 +37,6 @@ def cpu_model() -> str:
 def provenance(start_step: int) -> dict:
     """What produced a run segment: the code's git commit (and whether the checkout had
     uncommitted changes), Python, the key packages' versions and the torch thread count."""
-    from importlib import metadata
 
     def git(*command: str) -> str | None:
         try:
@@ -52,12 +51,7 @@ def provenance(start_step: int) -> dict:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    versions: dict[str, str | None] = {}
-    for name in PROVENANCE_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(PROVENANCE_PACKAGES)
     status = git("status", "--porcelain", "--untracked-files=no")
     return {
         "from_step": start_step,
