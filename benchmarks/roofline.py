@@ -35,6 +35,7 @@ import qmp_envs  # noqa: F401
 from cleanrl_qmp import sac_qmp
 from cleanrl_qmp.config import PRESETS
 from cleanrl_qmp.harness import TrainingRun
+from cleanrl_qmp.networks import EnsembleMLP
 from cleanrl_qmp.tasks import TaskSpec
 from qmp_wrappers.switch import QSwitchState
 
@@ -61,13 +62,16 @@ def seconds(fn: Callable[[], object], repeats: int = 7, inner: int = 20) -> floa
 
 
 def layer_times(members: int, rows: int, n_in: int, n_out: int) -> tuple[float, float, float]:
-    """(forward s, backward s, forward FLOPs) of one ensemble layer."""
-    x, w = torch.randn(members, rows, n_in), torch.randn(members, n_in, n_out)
-    b, g = torch.randn(members, 1, n_out), torch.randn(members, rows, n_out)
+    """(forward s, backward s, forward FLOPs) of one ensemble layer, called as
+    ``EnsembleMLP`` calls it: large batches a group of members at a time (its ``max_rows``)."""
+    group = min(members, max(1, EnsembleMLP(1, [1, 1]).max_rows // max(rows, 1)))
+    calls = -(-members // group)
+    x, w = torch.randn(group, rows, n_in), torch.randn(group, n_in, n_out)
+    b, g = torch.randn(group, 1, n_out), torch.randn(group, rows, n_out)
     forward = seconds(lambda: torch.baddbmm(b, x, w))
     wt, xt = w.transpose(1, 2), x.transpose(1, 2)
     backward = seconds(lambda: (torch.bmm(g, wt), torch.bmm(xt, g)))
-    return forward, backward, 2.0 * members * rows * n_in * n_out
+    return calls * forward, calls * backward, 2.0 * members * rows * n_in * n_out
 
 
 def update_bound(tasks: TaskSpec, hidden: tuple[int, ...], batch: int) -> tuple[float, float]:
