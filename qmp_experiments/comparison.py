@@ -105,11 +105,16 @@ def percent(value: float) -> str:
 def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     env_id = campaign.env_ids[0]
     found = finished_runs(campaign, root)
-    # A method added later (fewer seeds so far) must not shrink the comparison of the others to
-    # its seeds: it joins once it has every seed the most complete methods have.
-    most = max((len(found.get(m.name, {})) for m in campaign.methods), default=0)
-    methods = [m.name for m in campaign.methods if len(found.get(m.name, {})) == most]
-    partial = [m.name for m in campaign.methods if 0 < len(found.get(m.name, {})) < most]
+    # A method added later, not yet run on every seed the others were, must not shrink their
+    # comparison to its seeds: it joins once it has started as many seeds as the most started
+    # method (until then it is compared on its own seeds in partial.md). A seed still running
+    # holds the comparison at the seeds every method has finished.
+    started: dict[str, int] = {m.name: 0 for m in campaign.methods}
+    for run in campaign.runs():
+        started[run.method.name] += (root / run.folder).is_dir()
+    most = max(started.values(), default=0)
+    methods = [m for m, count in started.items() if count == most]
+    partial = [m for m, count in started.items() if 0 < count < most and found.get(m)]
     seeds = common_seeds(found, methods)
     if not seeds:
         raise SystemExit(f"{campaign.name}: no seed has finished for every method yet")

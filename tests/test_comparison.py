@@ -102,3 +102,24 @@ def test_qswitch_scores_match_a_brute_force_argmax(reference_campaign, tmp_path)
         float((best - random_score).mean()) / spread, rel=1e-4
     )
     assert all(0.0 <= r["own_wins"] <= 1.0 and r["winner_ood_ratio"] > 0 for r in rows)
+
+
+def test_a_method_added_later_does_not_shrink_the_comparison(reference_campaign, tmp_path):
+    _, reference = reference_campaign
+    root = tmp_path / "results"
+    for source, target in (("with_qmp", "no_sharing_qmp"), ("without_qmp", "no_sharing")):
+        shutil.copytree(reference / "tiny" / source, root / "cmp" / target)
+    # A third method, added to the campaign later, has run seed 1 only.
+    shutil.copytree(reference / "tiny" / "with_qmp" / "seed_1", root / "cmp" / "late" / "seed_1")
+    campaign_file = tmp_path / "cmp.toml"
+    campaign_file.write_text(CAMPAIGN + '\n[[methods]]\nname = "late"\nscript = "sac_qmp.py"\n')
+    main([str(campaign_file), "--root", str(root), "--last", "1"])
+    table = (root / "cmp" / "comparison.md").read_text().splitlines()
+    assert len(table) == 4 and all("| 2 |" in row for row in table[2:])  # seeds 1 and 2
+    partial = (root / "cmp" / "partial.md").read_text().splitlines()
+    assert [row.split(" | ")[1] for row in partial[2:]] == [
+        "late",
+        "No-Sharing + QMP",
+        "No-Sharing",
+    ]
+    assert all(" | 1 | " in row for row in partial[2:])

@@ -33,11 +33,11 @@ def test_bundled_campaigns_load_and_order_runs_seed_by_seed():
     assert {"reacher", "mt10"} <= set(bundled_campaigns())
     reacher = load_campaign("reacher")
     runs = reacher.runs()
-    assert len(runs) == 9 * 5 and reacher.total_timesteps == 300_000
+    assert len(runs) == 11 * 5 and reacher.total_timesteps == 300_000
     # Every method's seed 1 before any seed 2: a partial campaign is still a fair comparison.
-    assert [r.seed for r in runs[:9]] == [1] * 9 and runs[9].seed == 2
+    assert [r.seed for r in runs[:11]] == [1] * 11 and runs[11].seed == 2
     assert runs[0].folder == "reacher/no_sharing_qmp/seed_1" and runs[0].script.is_file()
-    assert [r.seed for r in reacher.runs(seeds=[4, 5])][::9] == [4, 5]
+    assert [r.seed for r in reacher.runs(seeds=[4, 5])][::11] == [4, 5]
 
 
 def test_campaign_errors_name_the_file_and_the_problem(tmp_path):
