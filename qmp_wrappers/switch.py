@@ -52,6 +52,25 @@ def find_tasks(env: Any) -> tuple[int, list[str]] | None:
     return num_tasks, names
 
 
+def innermost_action_bounds(
+    env: Any, action_space: gym.spaces.Box
+) -> tuple[np.ndarray, np.ndarray]:
+    """``action_space``'s bounds narrowed to those of the innermost env (a vector env's base
+    and its first sub-env's), where that env has a Box of the same shape."""
+    low = np.asarray(action_space.low, dtype=np.float64)
+    high = np.asarray(action_space.high, dtype=np.float64)
+    inner = getattr(env, "unwrapped", env)
+    spaces = [getattr(inner, "single_action_space", None), getattr(inner, "action_space", None)]
+    sub_envs = getattr(inner, "envs", None)  # SyncVectorEnv: its sub-envs' own stacks
+    if sub_envs:
+        spaces.append(getattr(getattr(sub_envs[0], "unwrapped", None), "action_space", None))
+    for space in spaces:
+        if isinstance(space, gym.spaces.Box) and space.shape == action_space.shape:
+            low = np.maximum(low, space.low)
+            high = np.minimum(high, space.high)
+    return low, high
+
+
 class SwitchOptions(TypedDict, total=False):
     """Options every QMP wrapper takes; documented on :class:`qmp_wrappers.QMPBehaviorWrapper`."""
 
@@ -105,13 +124,21 @@ class QSwitchState:
             raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
         if not (isinstance(temperature, int | float) and temperature > 0):
             raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-        for name, value, least in (
+        steps: dict[str, int] = {}
+        checked: tuple[tuple[str, Any, int], ...] = (
             ("hold_steps", hold_steps, 1),
             ("start_step", start_step, 0),
             ("guide_filter_start", guide_filter_start, 0),
-        ):
+        )
+        for name, value, least in checked:
+            # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+            steps[name] = value
+        hold_steps, start_step = steps["hold_steps"], steps["start_step"]
+        guide_filter_start = steps["guide_filter_start"]
         if (task_id_fn is None) != (relabel_fn is None):
             raise ValueError("task_id_fn and relabel_fn must be given together")
         extra_policies = list(extra_policies)
@@ -175,8 +202,10 @@ class QSwitchState:
             if num_tasks is None
             else np.zeros((num_tasks, num_tasks + len(extra_policies)), dtype=np.int64)
         )
-        self._low = np.asarray(action_space.low, dtype=np.float32)
-        self._high = np.asarray(action_space.high, dtype=np.float32)
+        # Clip to the bounds the innermost env enforces: a ClipAction inside the wrapper widens
+        # the space it shows to +-inf, yet the env still executes clipped actions.
+        low, high = innermost_action_bounds(env, action_space)
+        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
 
     # -- attaching -------------------------------------------------------------------------
     def attach(

@@ -596,3 +596,35 @@ def test_start_step_keeps_qmp_off_until_learning_starts():
     ]
     assert chosen == [list(range(N)), list(range(N)), [3] * N]
     assert env.selection_counts.sum() == N  # the warm-up steps are not selections
+
+
+def test_an_inner_clip_action_still_stores_what_the_env_executed():
+    """``ClipAction`` inside the wrapper widens the action space to +-inf; the executed action
+    reported (and stored) is still clipped to the bounds the env enforces."""
+    helper = [lambda o: np.full((len(o), ACT_DIM), 5.0)]
+    prefer_large = lambda o, a: a.sum(1)  # noqa: E731
+    zeros = lambda o: np.zeros((len(o), ACT_DIM))  # noqa: E731
+    env = QMPBehaviorWrapper(
+        gym.wrappers.ClipAction(gym.make("qmp/MultistageReacher-v0", task=0)),
+        extra_policies=helper,
+    )
+    env.attach(policy=zeros, q_function=prefer_large)
+    env.reset(seed=0)
+    info = env.step(np.zeros(ACT_DIM, np.float32))[4]
+    np.testing.assert_array_equal(info["qmp_action"], np.ones(ACT_DIM, np.float32))
+    np.testing.assert_array_equal(env.unwrapped.data.ctrl, info["qmp_action"])
+    vec = VectorQMPBehaviorWrapper(
+        gym.wrappers.vector.ClipAction(gym.make_vec("qmp/MultistageReacher-v0")),
+        extra_policies=helper,
+    )
+    vec.attach(policy=zeros, q_function=prefer_large)
+    vec.reset(seed=0)
+    info = vec.step(np.zeros((N, ACT_DIM), np.float32))[4]
+    np.testing.assert_array_equal(info["qmp_action"], np.ones((N, ACT_DIM), np.float32))
+
+
+def test_integral_float_step_counts_are_accepted_as_cleanrl_gives_them():
+    env = QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), start_step=5e3, hold_steps=2.0)
+    assert env.qmp.start_step == 5000 and isinstance(env.qmp.start_step, int)
+    with pytest.raises(ValueError, match="start_step must be an integer >= 0, got 2.5"):
+        QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), start_step=2.5)
