@@ -80,6 +80,15 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
             info["qmp_choice_made"], info["_qmp_choice_made"] = self.qmp.choice_made, mask.copy()
         return obs, reward, terminated, truncated, info
 
+    @property
+    def autoreset_mode(self) -> AutoresetMode:
+        """The wrapped vector env's autoreset mode (third-party wrappers, e.g. torchrl's, read
+        it as an attribute, which Gymnasium's ``VectorWrapper`` does not forward)."""
+        mode = getattr(self.env, "autoreset_mode", None)
+        if mode is None:
+            mode = self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        return AutoresetMode(mode)
+
     def get_attr(self, name: str) -> tuple:
         """The sub-environments' attribute ``name`` (forwarded to the vector env)."""
         return self.env.get_attr(name)  # type: ignore[attr-defined]

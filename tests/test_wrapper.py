@@ -628,3 +628,9 @@ def test_integral_float_step_counts_are_accepted_as_cleanrl_gives_them():
     assert env.qmp.start_step == 5000 and isinstance(env.qmp.start_step, int)
     with pytest.raises(ValueError, match="start_step must be an integer >= 0, got 2.5"):
         QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), start_step=2.5)
+
+
+def test_vector_wrapper_reports_the_autoreset_mode_as_an_attribute():
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    env = VectorQMPBehaviorWrapper(gym.make_vec("qmp/PointReach-v0", autoreset_mode=same_step))
+    assert env.autoreset_mode == same_step == env.metadata["autoreset_mode"]
