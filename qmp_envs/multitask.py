@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from qmp_envs.suites import SUITES, SuiteFacts
+from qmp_envs.vectorisation import refuse_copied_vectorisation
 
 TASK_SCHEDULES = ("cycle", "random")
 #: Bound for features that are unbounded in principle: finite, so Gymnasium's checker accepts the
@@ -114,6 +115,9 @@ class MultiTaskEnv(gym.Env):
         render_mode: str | None = None,
     ):
         self.num_tasks = len(self.task_names)
+        if task is None:
+            # N copies of an unpinned env would all run task 0: refuse make_vec(sync/async).
+            refuse_copied_vectorisation(getattr(self, "facts", None) and self.facts.env_id)
         self.task_schedule = validate_choice("task_schedule", task_schedule, TASK_SCHEDULES)
         self.pinned_task = None if task is None else self._check_task(task, "task")
         self.render_mode = validate_choice(

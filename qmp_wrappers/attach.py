@@ -166,6 +166,7 @@ def bind_networks(
     action_space: gym.spaces.Box,
     num_tasks: int,
     relabel: Callable,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[CallableAdapter, CallableAdapter, torch.device]:
     """Validate ``attach``'s arguments with one probe call each; return the adapters."""
     if not callable(policy):
@@ -181,8 +182,8 @@ def bind_networks(
             raise TypeError(f"{label} must be callable (a QFunction), got {type(critic).__name__}")
     torch_input, device = resolve_device(policy, critics, device)
     combined: Callable = critics[0] if len(critics) == 1 else CriticList(critics)
-    policy_adapter = CallableAdapter(policy, "policy", torch_input, device)
-    q_adapter = CallableAdapter(combined, "q_function", torch_input, device)
+    policy_adapter = CallableAdapter(policy, "policy", torch_input, device, view)
+    q_adapter = CallableAdapter(combined, "q_function", torch_input, device, view)
 
     action_dim = int(action_space.shape[0])
     obs = probe_observations(observation_space, num_tasks, relabel).to(device)

@@ -56,8 +56,9 @@ class QMPBehaviorWrapper(
             (the guide critic's warm-up).
 
     ``info["qmp_action"]`` is the executed action, clipped to the action space as the env
-    clips it; ``info["qmp_policy"]`` the index of the executed candidate; with the guide
-    mixture, ``info["qmp_choice_made"]`` says whether this step started a guided segment.
+    clips it; ``info["qmp_policy"]`` the index of the executed candidate (an ``np.int64``);
+    with the guide mixture, ``info["qmp_choice_made"]`` (an ``np.bool_``) says whether this
+    step started a guided segment.
 
     Example: each task policy proposes ``task / 10``; task 2's Q prefers actions near 0.3, so
     task 2 executes policy 3's proposal.
@@ -68,7 +69,7 @@ class QMPBehaviorWrapper(
     >>> env.attach(policy=policy, q_function=lambda obs, act: -np.abs(act - 0.3).sum(1))
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(policy(obs[None])[0])
-    >>> info["qmp_policy"], round(float(info["qmp_action"][0]), 2)
+    >>> int(info["qmp_policy"]), round(float(info["qmp_action"][0]), 2)
     (3, 0.3)
     """
 
@@ -103,7 +104,8 @@ class QMPBehaviorWrapper(
         self.qmp.after_step(obs, terminated, truncated)
         info = dict(info)
         info["qmp_action"] = executed[0]
-        info["qmp_policy"] = int(chosen[0])
+        # NumPy scalars, not Python ones: info readers such as torchrl's read ``.dtype``.
+        info["qmp_policy"] = np.int64(chosen[0])
         if self.qmp.mixture == "guide":
-            info["qmp_choice_made"] = bool(self.qmp.choice_made[0])
+            info["qmp_choice_made"] = np.bool_(self.qmp.choice_made[0])
         return obs, reward, terminated, truncated, info

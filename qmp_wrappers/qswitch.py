@@ -77,14 +77,19 @@ class CallableAdapter:
 
     ``torch_input=True`` passes torch tensors on ``device`` (networks); otherwise numpy arrays
     (plain numpy callables, scripted policies). Outputs are converted back to torch on ``device``.
+    ``view`` maps the observations (the first input) to what the agent sees, e.g. an outer
+    normaliser's output (:mod:`qmp_wrappers.normalize`), before the callable gets them.
     """
 
     fn: Callable
     name: str
     torch_input: bool
     device: torch.device
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, *inputs: torch.Tensor):
+        if self.view is not None:
+            inputs = (self.view(inputs[0]), *inputs[1:])
         args = inputs if self.torch_input else tuple(x.cpu().numpy() for x in inputs)
         with torch.no_grad():
             return self.fn(*args)

@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from qmp_envs.suites import suite_facts
+from qmp_wrappers.normalize import refuse_inner_normalizer
 from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
@@ -42,6 +43,7 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
     ):
         if not isinstance(venv, VecEnv):
             raise TypeError(f"expected a stable-baselines3 VecEnv, got {type(venv).__name__}")
+        refuse_inner_normalizer(venv, options.get("task_id_fn") is not None)
         VecEnvWrapper.__init__(self, venv)
         self.qmp = QSwitchState(
             _TaskNames(venv),

@@ -18,6 +18,7 @@ import torch
 from qmp_envs.suites import SUITES
 from qmp_wrappers.attach import bind_networks
 from qmp_wrappers.guide import GuideNetworks, check_guide, guided_choice
+from qmp_wrappers.normalize import refuse_inner_normalizer, resolve_agent_view
 from qmp_wrappers.qswitch import (
     MIXTURES,
     SCORING_RULES,
@@ -141,6 +142,7 @@ class QSwitchState:
         guide_filter_start = steps["guide_filter_start"]
         if (task_id_fn is None) != (relabel_fn is None):
             raise ValueError("task_id_fn and relabel_fn must be given together")
+        refuse_inner_normalizer(env, task_id_fn is not None)
         extra_policies = list(extra_policies)
         for i, fn in enumerate(extra_policies):
             if not callable(fn):
@@ -182,6 +184,7 @@ class QSwitchState:
         self.guide_filter, self.guide_block = bool(guide_filter), bool(guide_block)
         self.guide_filter_start = guide_filter_start
         self.guide: GuideNetworks | None = None
+        self.view: Callable[[torch.Tensor], torch.Tensor] | None = None
         # Rows that made a fresh choice at the last step (the start of a guided K-step segment).
         self.choice_made = np.zeros(num_envs, dtype=bool)
         self.action_dim = int(action_space.shape[0])
@@ -214,6 +217,7 @@ class QSwitchState:
         q_function: Callable | Sequence[Callable],
         device: str | torch.device | None = None,
         guide: GuideNetworks | None = None,
+        view: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if self.mixture == "guide" and guide is None:
             raise ValueError('mixture="guide" needs attach(..., guide=...): see qmp_wrappers.guide')
@@ -232,7 +236,9 @@ class QSwitchState:
             self.action_space,
             self.num_tasks,
             self.relabel,
+            view,
         )
+        self.view = view
         self.extras = [
             CallableAdapter(fn, f"extra policy {name!r}", False, self.device)
             for fn, name in zip(self.extra_policies, self.extra_policy_names, strict=True)
@@ -241,12 +247,13 @@ class QSwitchState:
             n = self.num_tasks
             zeros = torch.zeros(n, self.observation_space.shape[0], device=self.device)
             probe = self.relabel(zeros, torch.arange(n, device=self.device))
+            probe = view(probe) if view is not None else probe
             with torch.random.fork_rng(devices=[]):  # the probe draws no global random numbers
                 check_guide(guide, probe, n + len(self.extras), n)
         self.guide = guide
 
     def detach(self) -> None:
-        self.policy = self.q_function = self.guide = None
+        self.policy = self.q_function = self.guide = self.view = None
         self.extras = []
 
     @property
@@ -352,7 +359,7 @@ class QSwitchState:
                 assert self.guide is not None
                 fresh = guided_choice(
                     self.guide,
-                    obs,
+                    self.view(obs) if self.view is not None else obs,
                     task_tensor,
                     self.rng,
                     use_filter=self.guide_filter and self.steps_taken > self.guide_filter_start,
@@ -409,7 +416,7 @@ class QSwitchState:
     def __getstate__(self) -> dict:
         # Attached networks are checkpointed by their owner; re-attach after unpickling.
         state = self.__dict__.copy()
-        state["policy"] = state["q_function"] = state["guide"] = None
+        state["policy"] = state["q_function"] = state["guide"] = state["view"] = None
         state["extras"] = []
         return state
 
@@ -425,6 +432,7 @@ class QSwitchControls:
         q_function: Callable | Sequence[Callable],
         device: str | torch.device | None = None,
         guide: GuideNetworks | None = None,
+        agent_view: Any = None,
     ) -> None:
         """Give the wrapper the agent's task policies and Q-functions; may be called any time.
 
@@ -440,11 +448,17 @@ class QSwitchControls:
 
             guide: with ``mixture="guide"`` only, a :class:`~qmp_wrappers.guide.GuideNetworks`
                 that picks the candidate every ``hold_steps`` steps (CTPG-style guidance).
+            agent_view: where the agent's networks see other observations than this wrapper
+                holds: the env (or vector env, or SB3 ``VecNormalize``) the agent steps, whose
+                observation normalisers outside this wrapper are then applied (current
+                statistics, never updated) before every network call; or a callable on
+                observation tensors. Extra policies keep the raw observations.
+                :mod:`qmp_wrappers.normalize`.
 
         Each callable is called once on a probe batch (one row per task) to check its outputs;
         the probe leaves the global torch and NumPy random streams unchanged.
         """
-        self.qmp.attach(policy, q_function, device, guide)
+        self.qmp.attach(policy, q_function, device, guide, resolve_agent_view(agent_view, self))
 
     def detach(self) -> None:
         """Forget the attached callables; actions pass through again."""

@@ -133,3 +133,21 @@ def test_cleanrl_example_runs_and_the_readme_lists_every_change(tmp_path):
     assert len(marked) >= 12
     missing = [line for line in marked if line not in section]
     assert not missing, f"README does not list these changed lines: {missing}"
+
+
+def test_torchrl_collector_and_buffer_store_the_executed_actions():
+    """torchrl's GymWrapper over the QMP vector wrapper: the buffer holds executed actions."""
+    example = load("torchrl_qmp")
+    result = example.run(total_frames=500, frames_per_batch=250, seed=0)
+    stored = result.buffer[:]  # LazyTensorStorage keeps insertion order
+    assert len(result.buffer) == 500
+    np.testing.assert_array_equal(stored["action"].numpy(), stored["next", "qmp_action"].numpy())
+    shared = (stored["next", "qmp_policy"] != stored["next", "task_id"]).numpy()
+    assert shared.any() and (~shared).any()  # behaviour was shared on some steps, not all
+    proposals = result.proposed.reshape(-1, stored["action"].shape[-1]).numpy()
+    # Where the own policy acted, the stored action is the agent's proposal, bit for bit;
+    # where another policy acted it is that policy's action, not the proposal.
+    np.testing.assert_array_equal(stored["action"].numpy()[~shared], proposals[~shared])
+    assert not np.allclose(stored["action"].numpy()[shared], proposals[shared])
+    assert result.qmp.selection_counts.sum() == 500
+    assert all(np.isfinite(result.critic_losses))
