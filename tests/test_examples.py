@@ -135,6 +135,64 @@ def test_cleanrl_example_runs_and_the_readme_lists_every_change(tmp_path):
     assert not missing, f"README does not list these changed lines: {missing}"
 
 
+def readme_port_hunks() -> list[tuple[list[str], list[str]]]:
+    """The README's CleanRL port as (old lines, new lines) hunks, in order."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    start = readme.index("<!-- cleanrl-port: the hunks below")
+    block = readme[start : readme.index("<!-- cleanrl-port: end -->")]
+    hunks = []
+    for body in block.split("```diff\n")[1:]:
+        lines = body.split("```")[0].splitlines()
+        old = [line[1:] for line in lines if line[:1] in (" ", "-")]
+        new = [line[1:] for line in lines if line[:1] in (" ", "+")]
+        assert all(line[:1] in (" ", "-", "+") for line in lines), body
+        hunks.append((old, new))
+    return hunks
+
+
+def apply_hunks(text: str, hunks: list[tuple[list[str], list[str]]]) -> str:
+    lines = text.splitlines()
+    for old, new in hunks:
+        at = [i for i in range(len(lines)) if lines[i : i + len(old)] == old]
+        assert len(at) == 1, f"hunk context found {len(at)} times, expected once: {old}"
+        lines[at[0] : at[0] + len(old)] = new
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_cleanrl_port_is_the_example_port():
+    """Every line the README's hunks add is in our own port, so the example runs what they say."""
+    hunks = readme_port_hunks()
+    assert len(hunks) == 9
+    example = {line.strip() for line in (EXAMPLES / "cleanrl_sac_continuous_action.py").open()}
+    added = [line.strip() for old, new in hunks for line in new if line not in old]
+    missing = [line for line in added if line not in example]
+    assert not missing, f"the example lacks these lines the README adds: {missing}"
+
+
+@pytest.mark.skipif(
+    "QMP_CLEANRL_SAC" not in __import__("os").environ,
+    reason="set QMP_CLEANRL_SAC to CleanRL's sac_continuous_action.py (not in this repository)",
+)
+def test_readme_port_of_cleanrls_published_script_trains(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    published = Path(os.environ["QMP_CLEANRL_SAC"]).resolve()
+    ported = tmp_path / "sac_continuous_action_qmp.py"
+    ported.write_text(apply_hunks(published.read_text(), readme_port_hunks()))
+    env = dict(os.environ, PYTHONPATH=str(published.parent.parent))  # cleanrl_utils
+    out = subprocess.run(
+        [sys.executable, str(ported), "--total-timesteps", "300", "--learning-starts", "100",
+         "--batch-size", "32"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "episodic_return" in out.stdout and "SPS" in out.stdout
+    matrix = out.stdout.strip().splitlines()[-5:]  # the selection matrix, one row per task
+    assert all(row.strip(" []") for row in matrix)
+
+
 def test_torchrl_collector_and_buffer_store_the_executed_actions():
     """torchrl's GymWrapper over the QMP vector wrapper: the buffer holds executed actions."""
     example = load("torchrl_qmp")
