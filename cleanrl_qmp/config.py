@@ -144,6 +144,9 @@ class BaseArgs:
     """evaluate every this many environment steps"""
     eval_episodes: int | None = None
     """evaluation episodes per task"""
+    eval_stop_at_success: bool = False
+    """end each evaluation episode at its first success: the same success rate, faster, but the
+    return columns are then NaN (off by default: the committed results report returns)"""
     capture_video: bool = False
     """render one evaluation episode per task to GIFs under the run folder"""
     log_every: int = 1000

@@ -419,6 +419,7 @@ class TrainingRun(Generic[ArgsT]):
             episodes_per_task=args.eval_episodes,
             seed=args.seed + 10_000,
             video_dir=video_dir,
+            stop_at_success=args.eval_stop_at_success,
         )
         self.logger.eval_row(result.as_dict(), step)
         self.logger.selection(envs.selection_matrix(), envs.candidate_names, step)

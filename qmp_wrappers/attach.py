@@ -116,12 +116,20 @@ def resolve_device(
     return torch_input, resolved
 
 
+# Feature values of the probe rows (each clipped into the space): 0 alone would let a raw
+# forward whose outputs happen to lie in the action bounds there pass the check.
+PROBE_VALUES = (0.0, 1.0, -1.0, 10.0, -10.0)
+
+
 def probe_observations(space: gym.spaces.Box, num_tasks: int, relabel: Callable) -> torch.Tensor:
-    """One row per task: features at the point of the space nearest 0, then the task's id."""
+    """One row per task and probe value: every feature at that value (clipped into the space),
+    then the task's id; deterministic, so probing draws no random numbers."""
     low = np.asarray(space.low, dtype=np.float64)
     high = np.asarray(space.high, dtype=np.float64)
-    base = torch.as_tensor(np.clip(0.0, low, high), dtype=torch.float32)
-    return relabel(base.repeat(num_tasks, 1), torch.arange(num_tasks))
+    points = np.stack([np.clip(value, low, high) for value in PROBE_VALUES])
+    base = torch.as_tensor(points, dtype=torch.float32).repeat_interleave(num_tasks, dim=0)
+    tasks = torch.arange(num_tasks).repeat(len(PROBE_VALUES))
+    return relabel(base, tasks)
 
 
 def _call_for_probe(call: Callable, name: str, torch_input: bool, device: torch.device):

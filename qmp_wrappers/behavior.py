@@ -60,6 +60,10 @@ class QMPBehaviorWrapper(
     with the guide mixture, ``info["qmp_choice_made"]`` (an ``np.bool_``) says whether this
     step started a guided segment.
 
+    The constructor arguments are recorded (``gym.make(env.spec)`` rebuilds the wrapper);
+    ``env.spec.to_json()`` raises ``TypeError`` when callables (``extra_policies``,
+    ``task_id_fn``, ``relabel_fn``) were given, as JSON cannot hold them.
+
     Example: each task policy proposes ``task / 10``; task 2's Q prefers actions near 0.3, so
     task 2 executes policy 3's proposal.
 

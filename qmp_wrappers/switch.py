@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypedDict
 
 import gymnasium as gym
@@ -476,6 +477,18 @@ class QSwitchControls:
     @enabled.setter
     def enabled(self, value: bool) -> None:
         self.qmp.enabled = bool(value)
+
+    @contextmanager
+    def sharing_off(self) -> Iterator[None]:
+        """Execute the agent's own actions inside the block, then restore ``enabled``: e.g.
+        ``with venv.sharing_off(): evaluate_policy(model, venv)`` scores the agent's own
+        policy, where on the wrapped env SB3's ``evaluate_policy`` would score the mixture."""
+        previous = self.qmp.enabled
+        self.qmp.enabled = False
+        try:
+            yield
+        finally:
+            self.qmp.enabled = previous
 
     @property
     def num_tasks(self) -> int | None:

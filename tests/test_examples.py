@@ -59,6 +59,14 @@ def test_unmodified_sb3_sac_trains_vectorised_and_stores_the_executed_actions(ve
     assert not np.array_equal(np.array(executed), np.array(proposed))  # QMP switched
     counts = venv.selection_counts
     assert counts.sum() == 300 and (counts.sum(axis=0) > 0).sum() > 1
+    if vec_env == "dummy":  # SB3's evaluate_policy scores the agent's own policy in the block
+        from stable_baselines3.common.evaluation import evaluate_policy
+
+        with venv.sharing_off():
+            evaluate_policy(model, venv, n_eval_episodes=5)
+        assert venv.enabled and venv.selection_counts.sum() == 300  # nothing was mixed
+        evaluate_policy(model, venv, n_eval_episodes=5)
+        assert venv.selection_counts.sum() > 300  # without the block: the mixture
     venv.close()
 
 

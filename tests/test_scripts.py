@@ -209,3 +209,18 @@ def test_selection_over_time_uses_the_steps_every_seed_logged(tmp_path, monkeypa
     assert table[0].startswith("Executed-policy shares, mean over 2 seed(s) and the 2 logged")
     # task a: own share 0.45 overall (0.3 then 0.6), helper 0.55; first third 0.3, last 0.6
     assert table[4] == "| a | 0.450 | 0.000 | 0.550 | 0.300 | 0.600 |"
+
+
+def test_eval_stop_at_success_keeps_success_and_reports_no_returns(tmp_path):
+    """--eval-stop-at-success: the same success column, returns NaN (shortened episodes)."""
+    full, short = tmp_path / "full", tmp_path / "short"
+    common = {"env_id": "qmp/PointReachMT4-v0", "total_timesteps": 300, "checkpoint_every": 0}
+    sac_qmp.main(tiny_args(full, eval_episodes=3, **common))
+    sac_qmp.main(tiny_args(short, eval_episodes=3, eval_stop_at_success=True, **common))
+    (row_full,), (row_short,) = read_metrics(full), read_metrics(short)
+    success_keys = [k for k in row_full if "success" in k]
+    return_keys = [k for k in row_full if "return" in k]
+    assert success_keys and return_keys
+    assert [row_full[k] for k in success_keys] == [row_short[k] for k in success_keys]
+    assert all(np.isnan(float(row_short[k])) for k in return_keys)
+    assert not any(np.isnan(float(row_full[k])) for k in return_keys)

@@ -306,7 +306,7 @@ def test_wrong_action_shape_and_nan_actions(reacher_vec):
         (
             lambda o: np.zeros((len(o), 5)),
             lambda o, a: np.zeros(len(o)),
-            r"policy returned sampled actions of shape \(5, 5\), expected \(5, 6\)",
+            r"policy returned sampled actions of shape \(25, 5\), expected \(25, 6\)",
         ),
         (
             lambda o: np.zeros((len(o), 6)),
@@ -322,6 +322,11 @@ def test_wrong_action_shape_and_nan_actions(reacher_vec):
             lambda o: np.full((len(o), 6), 2.0),
             lambda o, a: np.zeros(len(o)),
             "sampled action lies outside the action space.*raw forward",
+        ),
+        (  # an unsquashed output that is inside the bounds at the zero point only
+            lambda o: (np.tanh(o[:, :6]), 0.5 * o[:, :6]),
+            lambda o, a: np.zeros(len(o)),
+            "mean action lies outside the action space.*raw forward",
         ),
     ],
 )
