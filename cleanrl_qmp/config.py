@@ -5,7 +5,9 @@ and what is allowed).
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -91,6 +93,9 @@ class BaseArgs:
     """if toggled, use CUDA when available"""
     env_compat: Literal["official", "fixed"] = "official"
     """environment fidelity switch: "official" reproduces the paper's environments"""
+    env_options: tuple[str, ...] = ()
+    """keyword arguments of the env as KEY=VALUE (e.g. start_bonus=0.01 on qmp/PointReach-v1),
+    given to the training and the evaluation envs; numbers are parsed as numbers"""
     run_dir: str | None = None
     """output folder (default: runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time})"""
     track: bool = False
@@ -217,6 +222,55 @@ def registered_qmp_ids() -> list[str]:
     return sorted(SUITES)
 
 
+def parse_env_options(env_id: str, options: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as env keyword arguments, each KEY checked against the env class's
+    ``__init__`` (values that read as Python literals, such as numbers, become them).
+
+    >>> parse_env_options("qmp/PointReach-v1", ["start_bonus=0.01"])
+    {'start_bonus': 0.01}
+    """
+    import ast
+    import inspect
+
+    from qmp_envs.suites import suite_facts
+
+    entry_point = suite_facts(env_id).entry_point
+    module_name, class_name = entry_point.split(":")
+    env_class = getattr(importlib.import_module(module_name), class_name)
+    # An __init__ that passes **kwargs on accepts its base class's keywords too.
+    accepted: list[str] = []
+    for cls in env_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(vars(cls)["__init__"]).parameters.values()
+        accepted += [
+            p.name
+            for p in parameters
+            if p.name != "self"
+            and p.name not in accepted
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    parsed: dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option!r} is not KEY=VALUE")
+        if key not in accepted or key in ("compat", "render_mode", "task"):
+            raise ValueError(
+                f"{key!r} is not an option of {env_id}; its options are "
+                f"{', '.join(k for k in accepted if k not in ('compat', 'render_mode', 'task'))}"
+            )
+        if key in parsed:
+            raise ValueError(f"{key!r} is given twice")
+        try:
+            parsed[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[key] = text
+    return parsed
+
+
 def base_problems(args: BaseArgs) -> list[str]:
     """What is wrong with the flags every script shares (after presets are filled in)."""
     import math
@@ -246,6 +300,10 @@ def base_problems(args: BaseArgs) -> list[str]:
         helper_policies(list(args.qmp_helpers))
     except (KeyError, ValueError) as error:
         p.append(f"--qmp-helpers {list(args.qmp_helpers)}: {error}")
+    try:
+        parse_env_options(args.env_id, args.env_options)
+    except ValueError as error:
+        p.append(f"--env-options {list(args.env_options)}: {error}")
     check(p, args.eval_every >= 1, "eval_every", args.eval_every, "must be >= 1")
     check(p, args.eval_episodes >= 1, "eval_episodes", args.eval_episodes, "must be >= 1")
     check(p, args.log_every >= 1, "log_every", args.log_every, "must be >= 1")

@@ -48,6 +48,7 @@ from cleanrl_qmp.checkpoints import (
 from cleanrl_qmp.config import (
     DEMO,
     BaseArgs,
+    parse_env_options,
     refuse,
     registered_qmp_ids,
     resolve_preset,
@@ -183,7 +184,10 @@ class TrainingRun(Generic[ArgsT]):
             self._lock_run_folder(self.run_dir)
         seed_everything(args.seed, args.torch_deterministic)
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-        self.env_kwargs = suite_facts(args.env_id).env_kwargs(args.env_compat)
+        self.env_kwargs = {
+            **suite_facts(args.env_id).env_kwargs(args.env_compat),
+            **parse_env_options(args.env_id, args.env_options),
+        }
         self.eval_envs: qmp_envs.EvaluationEnvs | None = None
 
         self.global_step, self.update_credit = 0, 0.0
@@ -195,6 +199,7 @@ class TrainingRun(Generic[ArgsT]):
             for name in COUNTERS:
                 setattr(self, name, self.checkpoint[name])
         self.last_success = float("nan")
+        self.last_eval_seconds: float | None = None
         self._logger: RunLogger | None = None
         if self.checkpoint is None:
             self._open_logs()
@@ -425,9 +430,10 @@ class TrainingRun(Generic[ArgsT]):
         self.logger.selection(envs.selection_matrix(), envs.candidate_names, step)
         envs.reset_selection_stats()
         self.last_success, self.last_eval_step = result.mean_success, step
+        self.last_eval_seconds = time.perf_counter() - eval_start
         if self.training_clock is not None:
             start, start_step, eval_seconds = self.training_clock
-            eval_seconds += time.perf_counter() - eval_start
+            eval_seconds += self.last_eval_seconds
             self.training_clock = (start, start_step, eval_seconds)
         return result.mean_success
 
@@ -455,7 +461,12 @@ class TrainingRun(Generic[ArgsT]):
 
             wandb.finish()
         # Written last: a run killed before this line is resumed, not counted as done.
-        timing = {"env_steps": self.global_step, "sps_after_learning_starts": sps}
+        timing = {
+            "env_steps": self.global_step,
+            "sps_after_learning_starts": sps,
+            # The final evaluation's wall time, so a pipeline's evaluation cost can be reported.
+            "last_eval_seconds": self.last_eval_seconds,
+        }
         atomic_write_text(self.run_dir / "timing.json", json.dumps(timing))
         if self.lock is not None:
             self.lock.release()

@@ -58,6 +58,8 @@ def snapshot(folder: Path) -> dict[str, str]:
         (dnc_sac, ["--distill-every", "-100"], "--distill-every -100: must be >= 0"),
         (uds_qmp, ["--share-q-quantile", "1.5"], "--share-q-quantile 1.5: must be in [0, 1]"),
         (mtsac_qmp, ["--learning-rate", "nan"], "--learning-rate nan: must be a finite"),
+        (sac_qmp, ["--env-options", "bonus=1"], "'bonus' is not an option of qmp/Multistage"),
+        (sac_qmp, ["--env-options", "start_bonus"], "'start_bonus' is not KEY=VALUE"),
     ],
 )
 def test_bad_flags_are_refused_before_the_run_folder_exists(script, argv, named, tmp_path, capsys):
@@ -147,3 +149,19 @@ def test_demo_fills_the_flags_left_at_their_defaults(tmp_path):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [int(r["global_step"]) for r in rows] == [1000, 1200]  # every 1000 and at the end
     assert "eval/success/reach-bottom-left" in rows[0]
+
+
+def test_env_options_reach_the_training_envs_and_the_run_record(tmp_path):
+    import json
+
+    import numpy as np
+
+    from cleanrl_qmp.checkpoints import load_checkpoint
+
+    run_dir = tmp_path / "bonus"
+    argv = [*TINY, "--env-id", "qmp/PointReach-v1", "--env-options", "start_bonus=0.3"]
+    run_cli(sac_qmp, [*argv, "--run-dir", str(run_dir)])
+    assert json.loads((run_dir / "args.json").read_text())["env_options"] == ["start_bonus=0.3"]
+    rewards = load_checkpoint(run_dir / "checkpoints" / "step_300.pt")["rb"].rewards[:300]
+    # The point starts inside the start disc: its first steps earn the bonus given, not 0.05.
+    assert np.isclose(rewards, 0.3).sum() > 10 and not np.isclose(rewards, 0.05).any()
