@@ -7,6 +7,10 @@ excluded). The table adds the paper's budget and the CPU-hours of 5 seeds of one
 rate (a method pair, e.g. "X" and "X + QMP", doubles it).
 
     python benchmarks/suite_throughput.py [--env-ids qmp/MultistageReacher-v0 ...]
+    python benchmarks/suite_throughput.py --script mtsac_qmp.py --env-ids qmp/MazeLarge10-v0
+
+``--script`` times another script of ``cleanrl_qmp`` (``mtsac_qmp.py``: Parameter-Sharing) the
+same way; ``--steps`` overrides the timed env steps.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 from cleanrl_qmp.config import PRESETS
 
-SCRIPT = Path(__file__).resolve().parent.parent / "cleanrl_qmp" / "sac_qmp.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "cleanrl_qmp"
 # Timed env steps (over all tasks) per suite: a few hundred gradient steps at its update ratio.
 TIMED_STEPS = {
     "qmp/MultistageReacher-v0": 3_000,
@@ -44,11 +48,13 @@ PAPER_STEPS = {
 }
 
 
-def measure(env_id: str, warmup: int, steps: int, folder: Path) -> float:
+def measure(
+    env_id: str, warmup: int, steps: int, folder: Path, script: str = "sac_qmp.py"
+) -> float:
     run_dir = folder / env_id.replace("/", "_")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [
-        sys.executable, str(SCRIPT),
+        sys.executable, str(SCRIPTS / script),
         "--env-id", env_id,
         "--qmp",
         "--learning-starts", str(warmup),
@@ -69,7 +75,15 @@ def main() -> None:
     parser.add_argument("--env-ids", nargs="+", default=list(TIMED_STEPS))
     parser.add_argument("--warmup", type=int, default=2_000, help="env steps before updates")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--script", default="sac_qmp.py", help="a script of cleanrl_qmp")
+    parser.add_argument("--steps", type=int, help="timed env steps (default: per suite)")
     args = parser.parse_args()
+    if not (SCRIPTS / args.script).is_file():
+        parser.error(f"--script {args.script!r}: no such script in {SCRIPTS}")
+    unknown = [env_id for env_id in args.env_ids if env_id not in TIMED_STEPS]
+    if unknown:
+        parser.error(f"--env-ids {unknown}: not a paper suite; choose from {list(TIMED_STEPS)}")
+    print(f"script: {args.script}")
     folder = Path(tempfile.mkdtemp(prefix="suite_throughput_"))
     print(
         "| env | updates/step | batch/task | env steps/s (1 thread) | paper budget "
@@ -78,7 +92,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for env_id in args.env_ids:
         preset = PRESETS[env_id]
-        sps = measure(env_id, args.warmup, TIMED_STEPS[env_id], folder)
+        steps = args.steps or TIMED_STEPS[env_id]
+        sps = measure(env_id, args.warmup, steps, folder, args.script)
         hours = PAPER_STEPS[env_id] / sps / 3600
         print(
             f"| `{env_id}` | {preset.updates_per_step:.3g} | {preset.batch_size} | {sps:.0f} "
