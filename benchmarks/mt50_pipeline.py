@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--total-timesteps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    if args.total_timesteps < 2 * 50 or args.total_timesteps % 100:
+    if args.total_timesteps < 100 or args.total_timesteps % 100:
         parser.error(f"--total-timesteps must be a multiple of 100, got {args.total_timesteps}")
     half = args.total_timesteps // 2
     run_dir, resumed_dir = args.root / "uninterrupted", args.root / "resumed"

@@ -252,15 +252,16 @@ def parse_env_options(env_id: str, options: Sequence[str]) -> dict[str, Any]:
         ]
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
+    # Set by the scripts themselves (compat by --env-compat), so not an option.
+    options_of_env = [k for k in accepted if k not in ("compat", "render_mode", "task")]
     parsed: dict[str, Any] = {}
     for option in options:
         key, sep, text = option.partition("=")
         if not sep or not key:
             raise ValueError(f"{option!r} is not KEY=VALUE")
-        if key not in accepted or key in ("compat", "render_mode", "task"):
+        if key not in options_of_env:
             raise ValueError(
-                f"{key!r} is not an option of {env_id}; its options are "
-                f"{', '.join(k for k in accepted if k not in ('compat', 'render_mode', 'task'))}"
+                f"{key!r} is not an option of {env_id}; its options are {', '.join(options_of_env)}"
             )
         if key in parsed:
             raise ValueError(f"{key!r} is given twice")
