@@ -188,6 +188,28 @@ class GuideSegments:
     def size(self, task: int) -> int:
         return self.capacity if self.full[task] else int(self.pos[task])
 
+    # Arrays with a capacity axis (axis 1), kept in place when a resumed run grows them.
+    _STORAGE = ("observations", "next_observations", "choices", "returns", "discounts",
+                "seq_observations", "seq_actions", "seq_valid")  # fmt: skip
+
+    def grow(self, capacity: int) -> None:
+        """Raise the capacity to ``capacity`` (never lower it), every segment (and the open one)
+        kept in its slot, so a run resumed with a larger budget continues as an uninterrupted
+        one."""
+        if capacity <= self.capacity:  # a larger buffer than needed samples the same
+            return
+        if self.full.any():
+            raise ValueError(
+                f"the guide's segment buffer is full ({self.capacity} per task) and overwrote "
+                f"its oldest segments, so it cannot grow to {capacity} as if it never had"
+            )
+        for name in self._STORAGE:
+            array = getattr(self, name)
+            grown = np.zeros((array.shape[0], capacity, *array.shape[2:]), dtype=array.dtype)
+            grown[:, : self.capacity] = array
+            setattr(self, name, grown)
+        self.capacity = capacity
+
     def add(
         self,
         obs: np.ndarray,

@@ -308,6 +308,10 @@ class TrainingRun(Generic[ArgsT]):
                 with torch.no_grad():
                     obj.copy_(saved)
             else:
+                # A buffer sized for a smaller budget grows to the one this run was built with
+                # (a resume that raises --total-timesteps), so no data is overwritten early.
+                if hasattr(saved, "grow") and type(saved) is type(obj):
+                    saved.grow(obj.capacity)
                 obj = saved
             loaded[name] = obj
         loaded["envs"], loaded["obs"] = self.checkpoint["envs"], self.checkpoint["obs"]

@@ -138,8 +138,11 @@ class Campaign:
         ]  # fmt: skip
 
     def resume_command(self, run: Run, checkpoint: Path) -> list[str]:
+        # The campaign's budget is passed again, so raising total_timesteps in the campaign file
+        # extends its finished runs from their last checkpoint (the budget is resumable).
         script = str(run.local_script())
-        return [sys.executable, script, "--resume", str(checkpoint), "--no-progress"]
+        budget = ["--total-timesteps", str(self.total_timesteps)]
+        return [sys.executable, script, "--resume", str(checkpoint), *budget, "--no-progress"]
 
 
 def check_subset(campaign: str, kind: str, chosen: list | None, available: list) -> None:

@@ -90,6 +90,30 @@ class QMPReplayBuffer(ReplayBuffer):
             state[name] = full
         self.__dict__.update(state)
 
+    @property
+    def capacity(self) -> int:
+        """Transitions stored per env (per task) before the oldest are overwritten."""
+        return self.buffer_size
+
+    def grow(self, capacity: int) -> None:
+        """Raise the capacity to ``capacity`` (never lower it), keeping every stored row where
+        it is, so a run resumed with a larger budget stores (and samples) what an uninterrupted
+        run would."""
+        if capacity <= self.buffer_size:  # a larger buffer than needed samples the same
+            return
+        if self.full:
+            raise ValueError(
+                f"the replay buffer is full ({self.buffer_size} per env) and has overwritten its "
+                f"oldest data, so it cannot grow to {capacity} as if it never had"
+            )
+        for name in self._STORAGE:
+            array = getattr(self, name, None)
+            if isinstance(array, np.ndarray):
+                grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+                grown[: self.pos] = array[: self.pos]
+                setattr(self, name, grown)
+        self.buffer_size = capacity
+
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         action = executed_actions(infos, self.n_envs).astype(self.actions.dtype)
         if self.store_scaled_actions:

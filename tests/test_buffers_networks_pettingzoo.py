@@ -59,6 +59,38 @@ def test_cleanrl_style_loop_stores_executed_actions():
     assert torch.all(batch.observations[:, :, -5:].argmax(-1) == torch.arange(5)[:, None])
 
 
+def test_a_grown_buffer_stores_and_samples_as_one_built_large():
+    """A resume with a larger budget grows the checkpoint's buffer (harness.load)."""
+    obs_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    act_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    small, large = (MultiTaskReplayBuffer(c, obs_space, act_space, num_tasks=2) for c in (6, 12))
+    rng = np.random.default_rng(0)
+    steps = [rng.uniform(-1, 1, (2, 8)).astype(np.float32) for _ in range(10)]
+
+    def add(buffer, step):
+        infos = {"qmp_action": step[:, 3:5]}
+        buffer.add(step[:, :3], step[:, 5:8], step[:, 3:5], step[:, 0], np.zeros(2), infos)
+
+    for step in steps[:5]:
+        add(small, step)
+        add(large, step)
+    small.grow(12)
+    small.grow(4)  # never shrinks: a larger buffer than needed samples the same
+    assert small.capacity == 12 and small.observations.shape == large.observations.shape
+    for step in steps[5:]:
+        add(small, step)
+        add(large, step)
+    a = small.sample_tasks(9, np.random.default_rng(1))
+    b = large.sample_tasks(9, np.random.default_rng(1))
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    full = MultiTaskReplayBuffer(3, obs_space, act_space, num_tasks=2)
+    for step in steps[:3]:
+        add(full, step)
+    with pytest.raises(ValueError, match=r"full \(3 per env\) and has overwritten"):
+        full.grow(6)
+
+
 def test_sb3_style_infos_and_scaled_actions():
     space = gym.spaces.Box(np.array([0.0, -2.0], np.float32), np.array([1.0, 2.0], np.float32))
     obs_space = gym.spaces.Box(-1, 1, (3,), np.float32)

@@ -3,6 +3,9 @@ trajectory, K-step holds across episode ends, and the guided segments the script
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -132,6 +135,20 @@ def test_guided_choices_hold_k_steps_and_restart_at_episode_ends():
     # The episode's last segment bootstraps with gamma^1 (time limit: truncated, not terminal).
     assert segments.discounts[0, 7] == pytest.approx(0.9) and segments.choices[0, 7] == 1
     np.testing.assert_allclose(segments.discounts[0, :7], 0.9**7, rtol=1e-6)
+    # Grown for a larger budget on resume: every segment kept, the same draws.
+    before = copy.deepcopy(segments)
+    segments.grow(128)
+    segments.grow(16)  # never shrinks
+    assert segments.capacity == 128 and segments.seq_actions.shape[1] == 128
+    np.random.seed(3)
+    drawn_before = before.sample(5)
+    np.random.seed(3)
+    drawn_after = segments.sample(5)
+    for f in dataclasses.fields(drawn_after):
+        assert torch.equal(getattr(drawn_before, f.name), getattr(drawn_after, f.name))
+    before.full[1] = True
+    with pytest.raises(ValueError, match="full .* cannot grow to 128"):
+        before.grow(128)
 
 
 def test_attach_checks_the_guide():
