@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from cleanrl_qmp.checkpoints import load_checkpoint
-from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, deterministic_policy
+from cleanrl_qmp.networks import EnsembleActor, deterministic_policy
 from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.kitchen import KITCHEN_TASKS, REACH_RADIUS, SUCCESS_REWARD
 from qmp_envs.suites import suite_facts
+from qmp_experiments import qswitch_scores
 from qmp_experiments.aggregate import markdown_table
 
 
@@ -97,20 +98,14 @@ def buffer_rows(checkpoint: dict, task_names: tuple[str, ...]) -> list[dict]:
 
 
 def actor_from_checkpoint(checkpoint: dict) -> EnsembleActor:
+    """The actor of a sac_qmp.py checkpoint of the Kitchen suite (no other is checked here)."""
     if checkpoint.get("script") != "sac_qmp.py":
         raise ValueError(f"expected a sac_qmp.py checkpoint, got one of {checkpoint.get('script')}")
-    args = checkpoint["args"]
-    if args["env_id"] != ENV_ID:
-        raise ValueError(f"expected a {ENV_ID} checkpoint, got one of {args['env_id']}")
-    facts = suite_facts(ENV_ID)
-    actor = EnsembleActor(
-        facts.num_tasks,
-        TaskFeatures(facts.feature_dim, facts.agent_feature_mask),
-        facts.action_dim,
-        args["hidden"],
-    )
-    actor.load_state_dict(checkpoint["actor"])
-    return actor.eval()
+    if checkpoint["args"]["env_id"] != ENV_ID:
+        raise ValueError(
+            f"expected a {ENV_ID} checkpoint, got one of {checkpoint['args']['env_id']}"
+        )
+    return qswitch_scores.actor_from_checkpoint(checkpoint)
 
 
 def rollout_rows(

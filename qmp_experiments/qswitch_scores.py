@@ -62,8 +62,8 @@ def nearest_distance(points: np.ndarray, data: np.ndarray, chunk: int = 256) -> 
 PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py")
 
 
-def networks_from_checkpoint(checkpoint: dict) -> tuple[EnsembleActor, TwinCritic]:
-    """The per-task actor and critics of a checkpoint, rebuilt from its configuration."""
+def actor_from_checkpoint(checkpoint: dict) -> EnsembleActor:
+    """The per-task actor of a checkpoint, rebuilt from its configuration."""
     if checkpoint.get("script") not in PER_TASK_SCRIPTS:
         raise ValueError(
             f"expected a checkpoint of {', '.join(PER_TASK_SCRIPTS)} (per-task networks), "
@@ -73,10 +73,19 @@ def networks_from_checkpoint(checkpoint: dict) -> tuple[EnsembleActor, TwinCriti
     facts = suite_facts(args["env_id"])
     features = TaskFeatures(facts.feature_dim, facts.agent_feature_mask)
     actor = EnsembleActor(facts.num_tasks, features, facts.action_dim, args["hidden"])
-    qf = TwinCritic(facts.num_tasks, features, facts.action_dim, args["hidden"])
     actor.load_state_dict(checkpoint["actor"])
+    return actor.eval()
+
+
+def networks_from_checkpoint(checkpoint: dict) -> tuple[EnsembleActor, TwinCritic]:
+    """The per-task actor and critics of a checkpoint, rebuilt from its configuration."""
+    actor = actor_from_checkpoint(checkpoint)
+    args = checkpoint["args"]
+    facts = suite_facts(args["env_id"])
+    features = TaskFeatures(facts.feature_dim, facts.agent_feature_mask)
+    qf = TwinCritic(facts.num_tasks, features, facts.action_dim, args["hidden"])
     qf.load_state_dict(checkpoint["qf"])
-    return actor.eval(), qf.eval()
+    return actor, qf.eval()
 
 
 @torch.no_grad()
