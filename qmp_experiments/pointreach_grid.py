@@ -18,7 +18,8 @@ was run) and, with ``--choose``, picks the design to confirm on held-out seeds:
     python -m qmp_experiments.pointreach_grid pointreach_grid --budgets 20000 50000 --choose
     python -m qmp_experiments.pointreach_grid pointreach_v2_confirm --budgets 50000
 
-Writes ``<root>/<campaign>/designs.md`` and ``designs.csv`` and prints the table.
+Writes ``<root>/<campaign>/designs.md`` and ``designs.csv``, prints the table and, with
+``--readme README.md``, refreshes the README's copies of it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.point_reach import GOAL, GOAL_RADIUS
 from qmp_experiments.campaign import Campaign, load_campaign
 from qmp_experiments.pointreach_figure import collected_episodes
+from qmp_experiments.readme import refresh_readme_copies
 
 BASELINE, SHARING = "sac", "qmp_relevant"
 HELPERS = ("up", "right", "up-right")
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--choose", action="store_true", help="choosing seeds: pick a design by the README rule"
     )
+    parser.add_argument("--readme", type=Path, help="refresh this README's copied tables")
     args = parser.parse_args(argv)
     try:
         campaign = load_campaign(args.campaign)
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds_needed = len(campaign.seeds) if args.choose else HELD_OUT_SEEDS_NEEDED
     text, rows = table(designs, seeds_needed)
     seeds = ", ".join(map(str, campaign.seeds))
-    report = f"# {campaign.name}: {campaign.env_ids[0]}, seeds {seeds}\n\n{text}"
+    report = f"`{campaign.name}`: {campaign.env_ids[0]}, seeds {seeds}.\n\n{text}"
     if args.choose:
         best, why = choose(designs)
         report += f"\nChosen: **{best.label}**: {why}.\n"
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     writer.writerows(rows)
     atomic_write_text(out / "designs.csv", buffer.getvalue())
     print(report)
+    if args.readme is not None:
+        refresh_readme_copies(args.readme)
 
 
 if __name__ == "__main__":
