@@ -65,9 +65,53 @@ PAPER_CURVES: dict[str, dict[str, tuple[float, float, float]]] = {
         "dnc_distill": (64.7, 80.4, 79.3),
         "dnc_reg_only": (79.8, 89.8, 100.0),
     },
+    # Figure 7 only (the framework pairs) for the other suites.
+    "qmp/MazeLarge10-v0": {
+        "no_sharing_qmp": (25.8, 52.6, 72.1),
+        "no_sharing": (25.6, 38.5, 59.4),
+        "data_sharing": (22.6, 39.2, 54.5),
+        "data_sharing_qmp": (16.3, 44.1, 62.3),
+        "parameter_sharing": (63.0, 78.9, 89.9),
+        "parameter_sharing_qmp": (94.0, 100.0, 100.1),
+    },
+    "qmp/MetaWorldCDS-v0": {
+        "no_sharing_qmp": (37.8, 70.6, 89.0),
+        "no_sharing": (33.8, 67.6, 89.9),
+        "data_sharing": (32.3, 62.1, 82.5),
+        "data_sharing_qmp": (41.8, 81.3, 97.5),
+        "parameter_sharing": (47.6, 82.1, 96.9),
+        "parameter_sharing_qmp": (54.2, 82.7, 98.4),
+    },
+    "qmp/KitchenMTEasy-v0": {
+        "no_sharing_qmp": (26.4, 50.0, 75.9),
+        "no_sharing": (12.7, 28.9, 51.9),
+        "data_sharing": (16.8, 36.2, 62.9),
+        "data_sharing_qmp": (17.3, 37.4, 53.4),
+        "parameter_sharing": (15.6, 42.7, 27.6),
+        "parameter_sharing_qmp": (35.6, 58.0, 47.6),
+    },
+    "qmp/MetaWorldMT10-v0": {
+        "no_sharing_qmp": (37.2, 58.2, 79.8),
+        "no_sharing": (35.8, 55.2, 71.5),
+        "data_sharing": (44.1, 63.9, 79.9),
+        "data_sharing_qmp": (44.4, 71.0, 83.8),
+        "parameter_sharing": (55.3, 67.0, 68.3),
+        "parameter_sharing_qmp": (58.0, 68.3, 69.3),
+    },
+    "qmp/MetaWorldMT50-v0": {
+        "parameter_sharing": (8.1, 21.5, 35.9),
+        "parameter_sharing_qmp": (14.8, 30.4, 42.0),
+    },
 }
 #: The plotted budget (environment steps) of each suite's figures.
-PAPER_BUDGETS: dict[str, int] = {"qmp/MultistageReacher-v0": 2_000_000}
+PAPER_BUDGETS: dict[str, int] = {
+    "qmp/MultistageReacher-v0": 2_000_000,
+    "qmp/MazeLarge10-v0": 12_000_000,
+    "qmp/MetaWorldCDS-v0": 10_000_000,
+    "qmp/KitchenMTEasy-v0": 5_000_000,
+    "qmp/MetaWorldMT10-v0": 40_000_000,
+    "qmp/MetaWorldMT50-v0": 30_000_000,
+}
 
 
 def paper_value(env_id: str, method: str, fraction_index: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +126,35 @@ def test_a_method_added_later_does_not_shrink_the_comparison(reference_campaign,
         "No-Sharing",
     ]
     assert all(" | 1 | " in row for row in partial[2:])
+
+
+SHARED_CURVES = Path(__file__).resolve().parents[2] / "shared" / "spec" / "paper-curves.json"
+
+
+@pytest.mark.skipif(not SHARED_CURVES.is_file(), reason="needs ../shared/spec/paper-curves.json")
+def test_paper_values_are_the_shared_curves():
+    """The paper's numbers carried over into comparison.py equal the reference file's."""
+    from qmp_experiments.comparison import PAPER_BUDGETS, PAPER_CURVES
+
+    data = json.loads(SHARED_CURVES.read_text())
+    suites = {
+        "Multistage Reacher": "qmp/MultistageReacher-v0",
+        "Maze Navigation": "qmp/MazeLarge10-v0",
+        "Meta-World CDS": "qmp/MetaWorldCDS-v0",
+        "Kitchen": "qmp/KitchenMTEasy-v0",
+        "Meta-World MT10": "qmp/MetaWorldMT10-v0",
+        "Meta-World MT50": "qmp/MetaWorldMT50-v0",
+    }
+    methods = {
+        "No-Sharing + QMP": "no_sharing_qmp",
+        "No-Sharing": "no_sharing",
+        "Data-Sharing + QMP": "data_sharing_qmp",
+        "Data-Sharing": "data_sharing",
+        "Parameter-Sharing + QMP": "parameter_sharing_qmp",
+        "Parameter-Sharing": "parameter_sharing",
+    }
+    for suite, env_id in suites.items():
+        assert PAPER_BUDGETS[env_id] == data["budgets_env_steps"][suite]
+        for name, curve in data["complementary"][suite].items():
+            expected = (curve["at25"], curve["at50"], curve["final"])
+            assert PAPER_CURVES[env_id][methods[name]] == expected, (suite, name)
