@@ -13,6 +13,7 @@ import tyro
 
 from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
 from cleanrl_qmp.config import RESUMABLE_FLAGS, parse_command_line, registered_qmp_ids
+from conftest import metrics_rows
 
 TINY = ["--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "16",
         "--hidden", "32", "32", "--eval-every", "300", "--eval-episodes", "1",
@@ -122,6 +123,12 @@ def test_the_budget_may_change_on_resume(finished_run, tmp_path):
     subprocess.run(["cp", "-r", str(finished_run), str(copy)], check=True)
     run_cli(sac_qmp, ["--resume", str(copy), "--total-timesteps", "600", "--no-progress"])
     assert (copy / "checkpoints" / "step_600.pt").is_file()
+    # The replay buffer, sized for 300 steps, grew: the extended run is the 600-step run.
+    straight = tmp_path / "straight"
+    longer = [("600" if a == "300" and TINY[i - 1] == "--total-timesteps" else a)
+              for i, a in enumerate(TINY)]  # fmt: skip
+    run_cli(sac_qmp, [*longer, "--seed", "3", "--run-dir", str(straight)])
+    assert metrics_rows(copy) == metrics_rows(straight)
 
 
 def test_a_bad_flag_exits_nonzero_from_the_command_line(tmp_path):

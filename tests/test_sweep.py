@@ -122,24 +122,6 @@ def test_campaign_runs_skips_finished_runs_and_reports(reference_campaign, tmp_p
     assert (root / "tiny" / "learning_curves.png").is_file()
 
 
-def test_raising_the_budget_extends_finished_runs_to_the_uninterrupted_result(
-    reference_campaign, tmp_path
-):
-    campaign, reference = reference_campaign
-    root = tmp_path / "results"
-    short = write_campaign(tmp_path, total=300)  # same name and runs, half the budget
-    chosen = ["--seeds", "1", "--methods", "with_qmp"]
-    done = run_sweep(short, root, *chosen)
-    assert done.returncode == 0, done.stdout + done.stderr
-    run_dir = root / "tiny" / "with_qmp" / "seed_1"
-    assert json.loads((run_dir / "timing.json").read_text())["env_steps"] == 300
-    longer = write_campaign(tmp_path, total=600)
-    done = run_sweep(longer, root, *chosen)
-    assert done.returncode == 0 and "1 of 1 runs to do" in done.stdout, done.stdout + done.stderr
-    assert "from step 300" in (run_dir / "train.log").read_text()
-    assert metrics_rows(run_dir) == metrics_rows(reference / "tiny" / "with_qmp" / "seed_1")
-
-
 def test_a_failing_run_is_reported_and_the_driver_exits_nonzero(tmp_path):
     campaign = write_campaign(tmp_path)
     campaign.write_text(campaign.read_text().replace('"16"', '"not-a-number"'))
