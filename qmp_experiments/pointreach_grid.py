@@ -38,6 +38,7 @@ from qmp_envs.point_reach import GOAL, GOAL_RADIUS
 from qmp_experiments.campaign import Campaign, load_campaign
 from qmp_experiments.pointreach_figure import collected_episodes
 from qmp_experiments.readme import refresh_readme_copies
+from qmp_experiments.sweep import is_finished
 
 BASELINE, SHARING = "sac", "qmp_relevant"
 HELPERS = ("up", "right", "up-right")
@@ -141,8 +142,7 @@ def _success_at(run_dir: Path, budget: int) -> float:
 
 def _check_finished(run_dir: Path, total_timesteps: int) -> None:
     # A run still going must not be read: its positions would be cached short (episodes.npz).
-    timing = run_dir / "timing.json"
-    if not timing.is_file() or json.loads(timing.read_text())["env_steps"] != total_timesteps:
+    if not is_finished(run_dir, total_timesteps):
         raise ValueError(f"{run_dir} has not finished its {total_timesteps} steps")
 
 
