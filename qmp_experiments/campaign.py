@@ -18,6 +18,10 @@ the path of their own file. A minimal file::
     [overrides]                               # optional: every method runs once per value
     "--batch-size" = ["32", "64"]
 
+A top-level ``pin_float_profile = true`` (optional, default false) runs every training process
+with :data:`cleanrl_qmp.float_profile.PINNED_ENVIRONMENT`, so an AVX-512 processor computes the
+floats an AVX2 one does: a campaign continued on another x86 machine stays bit-comparable.
+
 Run folders are ``<root>/<campaign>/<method>/seed_<k>`` (with an ``<env>/`` level when the
 campaign has several environments, and ``<method>__<flag>=<value>`` names for overrides).
 """
@@ -80,6 +84,7 @@ class Campaign:
     keep_checkpoints: int = 2
     flags: tuple[str, ...] = ()
     overrides: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    pin_float_profile: bool = False
     source: Path | None = field(default=None, compare=False)
 
     def expanded_methods(self) -> list[Method]:
@@ -156,7 +161,7 @@ def bundled_campaigns() -> list[str]:
 
 
 REQUIRED = {"env_ids", "total_timesteps", "seeds", "methods", "checkpoint_every"}
-OPTIONAL = {"keep_checkpoints", "flags", "overrides", "description"}
+OPTIONAL = {"keep_checkpoints", "flags", "overrides", "description", "pin_float_profile"}
 
 
 def _strings(value, where: str) -> tuple[str, ...]:
@@ -215,6 +220,11 @@ def load_campaign(name_or_path: str | Path) -> Campaign:
     overrides = data.get("overrides", {})
     if not isinstance(overrides, dict):
         raise ValueError(f"{path}: overrides must be a table of flag = [values]")
+    pin_float_profile = data.get("pin_float_profile", False)
+    if not isinstance(pin_float_profile, bool):
+        raise ValueError(
+            f"{path}: pin_float_profile must be true or false, got {pin_float_profile!r}"
+        )
     campaign = Campaign(
         name=path.stem,
         env_ids=_strings(data["env_ids"], f"{path}: env_ids"),
@@ -228,6 +238,7 @@ def load_campaign(name_or_path: str | Path) -> Campaign:
             (flag, _strings(values, f"{path}: overrides.{flag}"))
             for flag, values in overrides.items()
         ),
+        pin_float_profile=pin_float_profile,
         source=path.resolve(),
     )
     for run in campaign.runs():

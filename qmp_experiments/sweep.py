@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cleanrl_qmp.checkpoints import newest_readable_checkpoint
+from cleanrl_qmp.float_profile import PINNED_ENVIRONMENT
 from cleanrl_qmp.run_files import (
     EXIT_RUN_FOLDER_BUSY,
     RunFolderBusy,
@@ -114,13 +115,17 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def launch(command: list[str], log_path: Path, threads: int) -> int:
+def launch(
+    command: list[str], log_path: Path, threads: int, pin_float_profile: bool = False
+) -> int:
     # A fixed thread count per run: side-by-side runs would otherwise oversubscribe the machine.
     env = {
         "MUJOCO_GL": "egl",  # headless rendering, unless the caller chose a backend
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        # An AVX2 processor's code paths on any x86-64-v3 one (the campaign asked for it).
+        **(PINNED_ENVIRONMENT if pin_float_profile else {}),
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
@@ -182,7 +187,7 @@ def execute_run(
     finally:
         lock.release()
     start = time.perf_counter()
-    code = launch(command, run_dir / "train.log", threads)
+    code = launch(command, run_dir / "train.log", threads, campaign.pin_float_profile)
     minutes = (time.perf_counter() - start) / 60
     if code == 0 and is_finished(run_dir, campaign.total_timesteps, say):
         return Outcome(run.folder, "done", minutes)

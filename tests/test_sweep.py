@@ -140,6 +140,26 @@ def test_each_run_gets_the_asked_thread_count(tmp_path):
     assert log.read_text().splitlines()[-1] == "3 3"
 
 
+def test_a_campaign_can_pin_its_runs_float_profile(tmp_path):
+    """pin_float_profile = true gives every training process the pinned code-path settings."""
+    from cleanrl_qmp.float_profile import PINNED_ENVIRONMENT
+
+    path = write_campaign(tmp_path)
+    assert load_campaign(path).pin_float_profile is False
+    path.write_text("pin_float_profile = true\n" + path.read_text())
+    assert load_campaign(path).pin_float_profile is True
+    code = "import os; print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'))"
+    log = tmp_path / "train.log"
+    assert sweep.launch([sys.executable, "-c", code], log, 1, pin_float_profile=True) == 0
+    expected = f"{PINNED_ENVIRONMENT['ATEN_CPU_CAPABILITY']} {PINNED_ENVIRONMENT['MKL_CBWR']}"
+    assert log.read_text().splitlines()[-1] == expected
+    path.write_text(
+        path.read_text().replace("pin_float_profile = true", 'pin_float_profile = "yes"')
+    )
+    with pytest.raises(ValueError, match="pin_float_profile must be true or false, got 'yes'"):
+        load_campaign(path)
+
+
 def test_readme_copies_are_refreshed_from_their_files(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "table.md").write_text("| new |\n")
