@@ -31,7 +31,6 @@ EVENT_PREFIX = "events.out.tfevents."
 
 @dataclass(frozen=True)
 class RunCost:
-    folder: Path  # the run folder
     env_steps: int  # from timing.json
     segments: int  # training processes that wrote into it
     wall_seconds: float  # summed over segments (see the module docstring)
@@ -76,7 +75,7 @@ def run_cost(run_dir: Path) -> RunCost:
         own = [t for t in times if start <= t + 1.0 and t < next_start]
         if own:
             wall += max(own) - start
-    return RunCost(run_dir, env_steps, len(starts), wall)
+    return RunCost(env_steps, len(starts), wall)
 
 
 def finished_runs(root: Path) -> list[Path]:
