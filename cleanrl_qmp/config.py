@@ -152,6 +152,9 @@ class BaseArgs:
     eval_stop_at_success: bool = False
     """end each evaluation episode at its first success: the same success rate, faster, but the
     return columns are then NaN (off by default: the committed results report returns)"""
+    eval_mixture: bool = True
+    """QMP runs also evaluate the deterministic Q-switch mixture (columns eval_mixture/...), as
+    the original logged both; the headline stays each task's own policy (eval/...)"""
     capture_video: bool = False
     """render one evaluation episode per task to GIFs under the run folder"""
     log_every: int = 1000

@@ -430,7 +430,17 @@ class TrainingRun(Generic[ArgsT]):
             video_dir=video_dir,
             stop_at_success=args.eval_stop_at_success,
         )
-        self.logger.eval_row(result.as_dict(), step)
+        metrics = result.as_dict()
+        if self.evaluates_mixture(envs):
+            mixture = qmp_envs.evaluate_policy(
+                envs.mixture_policy(),
+                self.eval_envs,
+                episodes_per_task=args.eval_episodes,
+                seed=args.seed + 10_000,  # the same episodes as the own-policy evaluation
+                stop_at_success=args.eval_stop_at_success,
+            )
+            metrics.update(mixture.as_dict(prefix="eval_mixture/"))
+        self.logger.eval_row(metrics, step)
         self.logger.selection(envs.selection_matrix(), envs.candidate_names, step)
         envs.reset_selection_stats()
         self.last_success, self.last_eval_step = result.mean_success, step
@@ -440,6 +450,18 @@ class TrainingRun(Generic[ArgsT]):
             eval_seconds += self.last_eval_seconds
             self.training_clock = (start, start_step, eval_seconds)
         return result.mean_success
+
+    def evaluates_mixture(self, envs) -> bool:
+        """Whether evaluations also score the deterministic Q-switch mixture: QMP runs with a
+        Q-switch (not CTPG's guide) that has something to mix, unless --no-eval-mixture."""
+        qmp = envs.qmp
+        return (
+            self.args.qmp
+            and self.args.eval_mixture
+            and qmp.attached
+            and qmp.mixture != "guide"
+            and len(qmp.candidate_names) > 1
+        )
 
     def training_sps(self) -> float | None:
         """Env steps/s since gradient updates began, evaluation time excluded."""

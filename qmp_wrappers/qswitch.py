@@ -217,3 +217,29 @@ def choose(
     # Inverse-CDF sampling: one uniform draw per env keeps the RNG stream simple to reproduce.
     draws = rng.random(batch)[:, None]
     return np.minimum((probs.cumsum(axis=1) < draws).sum(axis=1), num_candidates - 1)
+
+
+def deterministic_mixture(
+    obs: torch.Tensor,
+    task_ids: torch.Tensor,
+    policy: CallableAdapter,
+    q_function: CallableAdapter,
+    num_tasks: int,
+    relabel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    action_dim: int,
+    extra_policies: Sequence[CallableAdapter] = (),
+    scoring: str = "original",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Q-switch as a deterministic policy, for evaluation: ``(actions (B, A), chosen (B,))``.
+
+    Every candidate's MEAN action is scored by the collecting task's Q (``scoring``'s critic
+    rule) and the best candidate's mean is executed: the original code's evaluation of a QMP
+    run (``qswitch_mixture_policies_wrapper.py`` mode ``"mop"`` scores the means, and its
+    deterministic rollouts execute the chosen policy's mean).
+    """
+    # propose() puts the agent's sample in the collecting task's slot; only means are used here.
+    placeholder = torch.zeros(len(obs), action_dim, device=obs.device)
+    candidates = propose(obs, task_ids, placeholder, policy, num_tasks, relabel, extra_policies)
+    means = Candidates(sampled=candidates.mean, mean=candidates.mean)
+    chosen = score(obs, means, q_function, scoring).argmax(dim=1)
+    return candidates.mean[torch.arange(len(obs), device=obs.device), chosen], chosen

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypedDict
@@ -25,6 +27,7 @@ from qmp_wrappers.qswitch import (
     SCORING_RULES,
     CallableAdapter,
     choose,
+    deterministic_mixture,
     propose,
     read_one_hot_task,
     relabel_one_hot,
@@ -266,6 +269,47 @@ class QSwitchState:
         """Whether the next step shares behaviour (enabled, attached, past ``start_step``)."""
         return self.enabled and self.attached and self.steps_taken + self.num_envs > self.start_step
 
+    def mixture_policy(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The deterministic Q-switch over the attached networks, as an evaluation policy.
+
+        The returned ``obs (B, D) -> actions (B, A)`` numpy callable scores every candidate's
+        mean action with the collecting task's Q and executes the best mean
+        (:func:`qmp_wrappers.qswitch.deterministic_mixture`). It leaves the training run
+        untouched: no selection statistics, no hold state, the global torch and NumPy random
+        streams restored after each call, and extra policies called on copies (their own
+        random streams stay where training left them).
+        """
+        if self.policy is None or self.q_function is None or self.num_tasks is None:
+            raise RuntimeError("mixture_policy() needs attach(policy, q_function) first")
+        if self.mixture == "guide":
+            raise ValueError(
+                'mixture="guide" has no Q-switch to evaluate: the guide picks the candidate'
+            )
+        policy, q_function, num_tasks = self.policy, self.q_function, self.num_tasks
+        extras = [dataclasses.replace(e, fn=copy.deepcopy(e.fn)) for e in self.extras]
+        devices = [self.device] if self.device.type == "cuda" else []
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            rows = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+            task_ids = torch.as_tensor(self.task_ids(rows), device=self.device)
+            numpy_state = np.random.get_state()
+            with torch.random.fork_rng(devices=devices):
+                actions, _ = deterministic_mixture(
+                    torch.as_tensor(rows, device=self.device),
+                    task_ids,
+                    policy,
+                    q_function,
+                    num_tasks,
+                    self.relabel,
+                    self.action_dim,
+                    extras,
+                    self.scoring,
+                )
+            np.random.set_state(numpy_state)
+            return np.clip(actions.cpu().numpy().astype(np.float32), self._low, self._high)
+
+        return act
+
     # -- statistics ------------------------------------------------------------------------
     @property
     def candidate_names(self) -> list[str]:
@@ -489,6 +533,21 @@ class QSwitchControls:
             yield
         finally:
             self.qmp.enabled = previous
+
+    def mixture_policy(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The deterministic Q-switch mixture as a numpy evaluation policy (needs ``attach``).
+
+        Each row's task Q scores every candidate's mean action and the best mean is executed,
+        as the original code evaluated QMP runs; see :meth:`QSwitchState.mixture_policy`.
+
+        Returns:
+            ``obs (B, D) -> actions (B, A)``, for :func:`qmp_envs.evaluate_policy`.
+
+        Raises:
+            RuntimeError: nothing is attached.
+            ValueError: ``mixture="guide"`` (the guide, not a Q-switch, picks the candidate).
+        """
+        return self.qmp.mixture_policy()
 
     @property
     def num_tasks(self) -> int | None:
