@@ -117,7 +117,14 @@ class BaseArgs:
     hidden: tuple[int, ...] | None = None
     """hidden layer sizes of every actor and critic"""
     updates_per_step: float | None = None
-    """gradient steps per task per environment step of that task"""
+    """gradient steps per environment step: of each task's networks per step of that task
+    (per-task scripts), of the one shared network per env step (mtsac_qmp.py)"""
+    learning_starts_per_task: bool = False
+    """count --learning-starts per task (N times it in total), as the original's separate-network
+    runs did; off by default: the committed results were made with the total"""
+    init: Literal["torch", "xavier"] = "torch"
+    """weight initialisation: "torch" (nn.Linear's default) or "xavier" (the original's garage
+    defaults: Xavier-uniform actors, Xavier-normal critics, zero biases)"""
     buffer_size: int = 1_000_000
     """replay capacity per task"""
     gamma: float = 0.99

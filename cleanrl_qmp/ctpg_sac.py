@@ -81,20 +81,18 @@ def main(args: Args) -> Path:
         args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs
     )
     # CTPG: the wrapper executes the guide's choice for K steps, with the two gates.
-    envs = QMPBehaviorWrapper(
-        envs,
-        mixture="guide",
-        hold_steps=guide_steps,
-        start_step=args.learning_starts if args.qmp_after_learning_starts else 0,
-        guide_filter=args.guide_filter,
-        guide_block=args.guide_block,
-        guide_filter_start=args.guide_filter_start,
-        seed=args.seed,
-    )
+    guide_options = {
+        "mixture": "guide",
+        "hold_steps": guide_steps,
+        "guide_filter": args.guide_filter,
+        "guide_block": args.guide_block,
+        "guide_filter_start": args.guide_filter_start,
+    }
+    envs = QMPBehaviorWrapper(envs, **run.qmp_options(**guide_options))
     tasks = TaskSpec.of(envs)
     n = tasks.num_tasks
 
-    agent = PerTaskSAC.create(tasks, args.hidden, args.learning_rate, args.alpha, device)
+    agent = PerTaskSAC.create(tasks, args.hidden, args.learning_rate, args.alpha, device, args.init)
     actor, qf, qf_target, log_alpha = agent.actor, agent.qf, agent.qf_target, agent.log_alpha
     q_optimizer, actor_optimizer = agent.q_optimizer, agent.actor_optimizer
     a_optimizer = agent.a_optimizer

@@ -64,6 +64,7 @@ from cleanrl_qmp.run_files import (
 )
 from cleanrl_qmp.run_logging import RunLogger, start_wandb
 from cleanrl_qmp.tasks import TaskSpec
+from qmp_envs import helper_policies
 from qmp_envs.suites import suite_facts
 from qmp_wrappers import MultiTaskReplayBuffer
 
@@ -154,6 +155,10 @@ class TrainingRun(Generic[ArgsT]):
     """Run folder, configuration, seeding, counters, logs, evaluation and checkpoint files."""
 
     args: ArgsT
+    #: Multiplies ``--updates-per-step`` per vector step. 1 for the per-task scripts (each task
+    #: network gets that many updates per step of its task); Parameter-Sharing sets N, since
+    #: its ONE network gets the paper's updates per env step, and a vector step is N env steps.
+    update_scale: float = 1.0
 
     def __init__(self, args: ArgsT, preset_overrides: dict[str, dict] | None = None):
         self.checkpoint: dict | None = None
@@ -371,11 +376,33 @@ class TrainingRun(Generic[ArgsT]):
                 self.global_step,
             )
             self.episode_return[dones], self.episode_length[dones] = 0.0, 0
-        if self.global_step >= self.args.learning_starts:
-            self.update_credit += self.args.updates_per_step
+        if self.global_step >= self.learning_starts:
+            self.update_credit += self.args.updates_per_step * self.update_scale
             if self.training_clock is None:
                 self.training_clock = (time.perf_counter(), self.global_step, 0.0)
         return real_next_obs
+
+    @property
+    def learning_starts(self) -> int:
+        """Env steps (over all tasks) before gradient updates start: ``--learning-starts``, or
+        N times it with ``--learning-starts-per-task`` (the original's separate networks)."""
+        tasks = suite_facts(self.args.env_id).num_tasks if self.args.learning_starts_per_task else 1
+        return self.args.learning_starts * tasks
+
+    def qmp_options(self, **overrides: Any) -> dict[str, Any]:
+        """The ``QMPBehaviorWrapper`` options that the ``--qmp-*`` flags ask for (one place for
+        every script); ``overrides`` replace or add options (CTPG's guide)."""
+        args = self.args
+        options: dict[str, Any] = {
+            "scoring": args.qmp_scoring,
+            "mixture": args.qmp_mixture,
+            "temperature": args.qmp_temperature,
+            "hold_steps": args.qmp_hold_steps,
+            "start_step": self.learning_starts if args.qmp_after_learning_starts else 0,
+            "extra_policies": helper_policies(list(args.qmp_helpers), seed=args.seed),
+            "seed": args.seed,
+        }
+        return {**options, **overrides}
 
     def updates_due(self) -> int:
         """Gradient steps owed at the paper's ratio of updates to env steps (credit carries)."""

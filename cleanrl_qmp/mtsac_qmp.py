@@ -1,9 +1,17 @@
 """Multi-head MT-SAC with QMP behaviour sharing, Parameter-Sharing base (CleanRL style).
 
-One actor and twin critics with a shared trunk and per-task output heads, a temperature per
-task, and ONE replay buffer shared by all tasks. ``--fully-shared`` is the Fully-Shared-Behavior
-baseline: a single policy for every task with the task id hidden (critics stay per task).
-``--no-qmp`` disables the mixture; everything else is identical.
+The paper's Parameter-Sharing: ONE actor and twin critics, each a shared trunk on the
+task-agnostic features (the one-hot removed) with one output head per task that the row's
+one-hot selects; a temperature per task; ONE replay buffer shared by all tasks. One gradient
+step samples ONE minibatch of ``--batch-size`` rows mixed across tasks and updates the critics,
+the actor, the temperatures and the target critics; ``--updates-per-step`` of them are made per
+env step (the original's gradient steps per iteration over its env steps per iteration: spec
+section 10.1; ``learning/algorithms/sac.py:302`` and ``:329-334`` in clvrai/qmp). Xavier
+initialisation by default, as the original's garage networks (``--init torch`` for nn.Linear's).
+
+``--fully-shared`` is the Fully-Shared-Behavior baseline: a single policy (one head) for every
+task, which never sees the task id (critics stay per task). ``--no-qmp`` disables the mixture;
+everything else is identical.
 
     python cleanrl_qmp/mtsac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1
     python cleanrl_qmp/mtsac_qmp.py --env-id qmp/MultistageReacher-v0 --no-qmp --fully-shared
@@ -14,6 +22,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -25,12 +34,12 @@ from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import (
     MultiHeadActor,
     MultiHeadTwinCritic,
+    TaskFeatures,
     deterministic_policy,
     soft_update,
     task_ids_of,
 )
 from cleanrl_qmp.tasks import TaskSpec
-from qmp_envs import helper_policies
 from qmp_wrappers import QMPReplayBuffer
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
@@ -46,6 +55,10 @@ class Args(BaseArgs):
     """capacity of the ONE replay buffer shared by all tasks"""
     fully_shared: bool = False
     """Fully-Shared-Behavior baseline: one policy for all tasks, task id hidden from it"""
+    batch_size: int | None = None
+    """minibatch size of one gradient step, in total, mixed across tasks (the preset's value)"""
+    init: Literal["torch", "xavier"] = "xavier"
+    """weight initialisation: "xavier" (the original's garage defaults) or torch's default"""
 
 
 def main(args: Args) -> Path:
@@ -58,21 +71,17 @@ def main(args: Args) -> Path:
         args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs
     )
     # QMP: the wrapper executes the Q-switch's choice among all task policies' proposals.
-    envs = QMPBehaviorWrapper(
-        envs,
-        scoring=args.qmp_scoring,
-        mixture=args.qmp_mixture,
-        temperature=args.qmp_temperature,
-        hold_steps=args.qmp_hold_steps,
-        start_step=args.learning_starts if args.qmp_after_learning_starts else 0,
-        extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
-        seed=args.seed,
-    )
+    envs = QMPBehaviorWrapper(envs, **run.qmp_options())
     tasks = TaskSpec.of(envs)
-    n, obs_dim = tasks.num_tasks, tasks.observation_space.shape[0]
+    n = tasks.num_tasks
+    # The ONE network makes --updates-per-step updates per env step; a vector step is N of them.
+    run.update_scale = n
 
-    actor = MultiHeadActor(obs_dim, n, tasks.action_dim, args.hidden, args.fully_shared).to(device)
-    qf = MultiHeadTwinCritic(obs_dim, n, tasks.action_dim, args.hidden).to(device)
+    features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
+    actor = MultiHeadActor(
+        features, n, tasks.action_dim, args.hidden, args.fully_shared, args.init
+    ).to(device)
+    qf = MultiHeadTwinCritic(features, n, tasks.action_dim, args.hidden, args.init).to(device)
     qf_target = copy.deepcopy(qf)
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, foreach=True)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, foreach=True)
@@ -122,9 +131,9 @@ def main(args: Args) -> Path:
         rb.add(obs, real_next_obs, actions, rewards, terminations, infos)
         obs = next_obs
 
-        # ALGO LOGIC: one update on a minibatch mixing all tasks from the shared buffer.
+        # ALGO LOGIC: each gradient step, ONE minibatch mixing all tasks from the shared buffer.
         for _ in range(run.updates_due()):
-            data = rb.sample(args.batch_size * n)
+            data = rb.sample(args.batch_size)
             task_ids = task_ids_of(data.observations, n)
             alpha = log_alpha.exp().detach()[task_ids].unsqueeze(1)
             with torch.no_grad():

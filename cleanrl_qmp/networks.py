@@ -39,17 +39,55 @@ def soft_update(source: nn.Module, target: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
+#: Weight initialisations: torch's ``nn.Linear`` default (our scripts' default), or the
+#: original code's garage defaults: Xavier-uniform actors and Xavier-normal critics, zero biases
+#: (``learning/policies/multihead_policy.py:34-38``; garage's MLP modules for the critics).
+INITS = ("torch", "xavier")
+
+
+def initialise_linear(weight: torch.Tensor, bias: torch.Tensor, scheme: str) -> None:
+    """Initialise ``weight (..., in, out)`` and ``bias`` in place, member by member.
+
+    ``scheme``: ``"torch"`` (``nn.Linear``'s uniform +-1/sqrt(in) for both), ``"xavier_uniform"``
+    or ``"xavier_normal"`` (Glorot, fans in and out of each member's matrix; zero biases).
+    """
+    fan_in, fan_out = weight.shape[-2], weight.shape[-1]
+    with torch.no_grad():
+        if scheme == "torch":
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
+            return
+        if scheme == "xavier_uniform":
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            nn.init.uniform_(weight, -bound, bound)
+        elif scheme == "xavier_normal":
+            nn.init.normal_(weight, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+        else:
+            raise ValueError(f"unknown initialisation {scheme!r}")
+        nn.init.zeros_(bias)
+
+
+def layer_scheme(init: str, role: str) -> str:
+    """The scheme of a network of ``role`` ("actor" or "critic") under the ``--init`` flag."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "torch":
+        return "torch"
+    return "xavier_uniform" if role == "actor" else "xavier_normal"
+
+
 class EnsembleLinear(nn.Module):
     """``num_members`` independent linear layers applied to ``(num_members, B, in)``."""
 
-    def __init__(self, num_members: int, in_features: int, out_features: int):
+    def __init__(
+        self, num_members: int, in_features: int, out_features: int, scheme: str = "torch"
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(num_members, 1, out_features))
-        # Same initialisation as nn.Linear, member by member.
-        bound = 1.0 / math.sqrt(in_features)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        # "torch": the same initialisation as nn.Linear, member by member.
+        initialise_linear(self.weight, self.bias, scheme)
 
     def forward(self, x: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
         """``x`` holds the inputs of ``members`` (all by default), stacked on axis 0."""
@@ -65,10 +103,12 @@ class EnsembleMLP(nn.Module):
     unchanged. ``max_rows`` bounds the rows of one group.
     """
 
-    def __init__(self, num_members: int, sizes: Sequence[int], max_rows: int = 4096):
+    def __init__(
+        self, num_members: int, sizes: Sequence[int], max_rows: int = 4096, scheme: str = "torch"
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            EnsembleLinear(num_members, n_in, n_out)
+            EnsembleLinear(num_members, n_in, n_out, scheme)
             for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.num_members, self.max_rows = num_members, max_rows
@@ -151,13 +191,19 @@ class EnsembleActor(nn.Module):
     """N tanh-Gaussian SAC actors (CleanRL's ``Actor``, one member per task)."""
 
     def __init__(
-        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
+        self,
+        num_tasks: int,
+        features: TaskFeatures,
+        action_dim: int,
+        hidden: Sequence[int],
+        init: str = "torch",
     ):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
         # One output layer for mean and log-std (columns :A and A:).
-        self.net = EnsembleMLP(num_tasks, [features.num_features, *hidden, 2 * action_dim])
+        sizes = [features.num_features, *hidden, 2 * action_dim]
+        self.net = EnsembleMLP(num_tasks, sizes, scheme=layer_scheme(init, "actor"))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(self.features(obs)).chunk(2, dim=-1)
@@ -207,12 +253,18 @@ class TwinCritic(nn.Module):
     """
 
     def __init__(
-        self, num_tasks: int, features: TaskFeatures, action_dim: int, hidden: Sequence[int]
+        self,
+        num_tasks: int,
+        features: TaskFeatures,
+        action_dim: int,
+        hidden: Sequence[int],
+        init: str = "torch",
     ):
         super().__init__()
         self.num_tasks = num_tasks
         self.features = features
-        self.net = EnsembleMLP(2 * num_tasks, [features.num_features + action_dim, *hidden, 1])
+        sizes = [features.num_features + action_dim, *hidden, 1]
+        self.net = EnsembleMLP(2 * num_tasks, sizes, scheme=layer_scheme(init, "critic"))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Task-major ``(N, B, D)`` and ``(N, B, A)`` to ``(q1, q2)``, each ``(N, B, 1)``."""
@@ -240,7 +292,9 @@ class MultiHeadMLP(nn.Module):
     mixing tasks costs one call. ``num_heads=1`` gives a single shared head.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, num_heads: int):
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], out_dim: int, num_heads: int, scheme: str
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         for n_in, n_out in zip([in_dim, *hidden[:-1]], hidden, strict=True):
@@ -248,6 +302,10 @@ class MultiHeadMLP(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.heads = nn.Linear(hidden[-1], num_heads * out_dim)
         self.num_heads, self.out_dim = num_heads, out_dim
+        if scheme != "torch":  # nn.Linear weights are (out, in): initialise their transpose
+            for layer in [*layers[::2], self.heads]:
+                assert isinstance(layer, nn.Linear)
+                initialise_linear(layer.weight.T, layer.bias, scheme)
 
     def forward(self, x: torch.Tensor, head_ids: torch.Tensor) -> torch.Tensor:
         out = self.heads(self.trunk(x)).view(len(x), self.num_heads, self.out_dim)
@@ -255,33 +313,35 @@ class MultiHeadMLP(nn.Module):
 
 
 class MultiHeadActor(nn.Module):
-    """MT-SAC actor: shared trunk on the full observation (one-hot included), per-task heads.
+    """MT-SAC actor, the paper's multi-head policy: a shared trunk on the task-agnostic
+    features (one-hot removed, the separate networks' input) and one head per task, selected by
+    the row's one-hot (``learning/policies/multihead_policy.py:77-81`` in the original).
 
-    ``fully_shared=True`` is the Fully-Shared-Behavior baseline: ONE policy for every task, with
-    the task id hidden (one-hot zeroed) and a single head.
+    ``fully_shared=True`` is the Fully-Shared-Behavior baseline: ONE policy (a single head) for
+    every task, which never sees the task id.
     """
 
     def __init__(
         self,
-        obs_dim: int,
+        features: TaskFeatures,
         num_tasks: int,
         action_dim: int,
         hidden: Sequence[int],
         fully_shared: bool,
+        init: str = "xavier",
     ):
         super().__init__()
         self.num_tasks, self.fully_shared = num_tasks, fully_shared
+        self.features = features
         heads = 1 if fully_shared else num_tasks
-        self.net = MultiHeadMLP(obs_dim, hidden, 2 * action_dim, heads)
+        scheme = layer_scheme(init, "actor")
+        self.net = MultiHeadMLP(features.num_features, hidden, 2 * action_dim, heads, scheme)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         task_ids = task_ids_of(obs, self.num_tasks)
         if self.fully_shared:
-            obs = torch.cat(
-                [obs[:, : -self.num_tasks], torch.zeros_like(obs[:, -self.num_tasks :])], 1
-            )
             task_ids = torch.zeros_like(task_ids)
-        mean, log_std = self.net(obs, task_ids).chunk(2, dim=-1)
+        mean, log_std = self.net(self.features(obs), task_ids).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def get_action(self, obs: torch.Tensor):
@@ -297,17 +357,29 @@ class MultiHeadActor(nn.Module):
 
 
 class MultiHeadTwinCritic(nn.Module):
-    """MT-SAC twin critics: each a shared trunk on (obs, action) with per-task heads."""
+    """MT-SAC twin critics: each a shared trunk on (task-agnostic features, action) with one
+    head per task, selected by the row's one-hot (``multihead_continuous_q_function.py:113-116``
+    in the original)."""
 
-    def __init__(self, obs_dim: int, num_tasks: int, action_dim: int, hidden: Sequence[int]):
+    def __init__(
+        self,
+        features: TaskFeatures,
+        num_tasks: int,
+        action_dim: int,
+        hidden: Sequence[int],
+        init: str = "xavier",
+    ):
         super().__init__()
         self.num_tasks = num_tasks
-        self.qf1 = MultiHeadMLP(obs_dim + action_dim, hidden, 1, num_tasks)
-        self.qf2 = MultiHeadMLP(obs_dim + action_dim, hidden, 1, num_tasks)
+        self.features = features
+        scheme = layer_scheme(init, "critic")
+        in_dim = features.num_features + action_dim
+        self.qf1 = MultiHeadMLP(in_dim, hidden, 1, num_tasks, scheme)
+        self.qf2 = MultiHeadMLP(in_dim, hidden, 1, num_tasks, scheme)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         task_ids = task_ids_of(obs, self.num_tasks)
-        x = torch.cat([obs, action], dim=1)
+        x = torch.cat([self.features(obs), action], dim=1)
         return self.qf1(x, task_ids), self.qf2(x, task_ids)
 
     def score(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,13 +425,19 @@ class PerTaskSAC:
 
     @classmethod
     def create(
-        cls, tasks, hidden: Sequence[int], learning_rate: float, alpha: float, device: torch.device
+        cls,
+        tasks,
+        hidden: Sequence[int],
+        learning_rate: float,
+        alpha: float,
+        device: torch.device,
+        init: str = "torch",
     ) -> PerTaskSAC:
-        """``tasks`` is a :class:`cleanrl_qmp.harness.TaskSpec`."""
+        """``tasks`` is a :class:`cleanrl_qmp.harness.TaskSpec`; ``init`` one of :data:`INITS`."""
         n = tasks.num_tasks
         features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
-        actor = EnsembleActor(n, features, tasks.action_dim, hidden).to(device)
-        qf = TwinCritic(n, features, tasks.action_dim, hidden).to(device)
+        actor = EnsembleActor(n, features, tasks.action_dim, hidden, init).to(device)
+        qf = TwinCritic(n, features, tasks.action_dim, hidden, init).to(device)
         return cls(**sac_parts(actor, qf, n, learning_rate, alpha, device))
 
     def parts(self) -> dict[str, Any]:

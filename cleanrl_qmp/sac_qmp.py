@@ -27,7 +27,6 @@ from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
 from cleanrl_qmp.run_logging import plot_demo
 from cleanrl_qmp.tasks import TaskSpec
-from qmp_envs import helper_policies
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
@@ -47,20 +46,11 @@ def main(args: Args) -> Path:
         args.env_id, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **run.env_kwargs
     )
     # QMP: the wrapper executes the Q-switch's choice among all task policies' proposals.
-    envs = QMPBehaviorWrapper(
-        envs,
-        scoring=args.qmp_scoring,
-        mixture=args.qmp_mixture,
-        temperature=args.qmp_temperature,
-        hold_steps=args.qmp_hold_steps,
-        start_step=args.learning_starts if args.qmp_after_learning_starts else 0,
-        extra_policies=helper_policies(list(args.qmp_helpers), seed=args.seed),
-        seed=args.seed,
-    )
+    envs = QMPBehaviorWrapper(envs, **run.qmp_options())
     tasks = TaskSpec.of(envs)
     n = tasks.num_tasks
 
-    agent = PerTaskSAC.create(tasks, args.hidden, args.learning_rate, args.alpha, device)
+    agent = PerTaskSAC.create(tasks, args.hidden, args.learning_rate, args.alpha, device, args.init)
     actor, qf, qf_target, log_alpha = agent.actor, agent.qf, agent.qf_target, agent.log_alpha
     q_optimizer, actor_optimizer = agent.q_optimizer, agent.actor_optimizer
     a_optimizer = agent.a_optimizer
