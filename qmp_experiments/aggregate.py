@@ -25,12 +25,15 @@ from qmp_experiments.plot import load_run
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
 
 
-def task_columns(run_dir: Path) -> tuple[list[str], np.ndarray]:
-    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array."""
+def task_columns(run_dir: Path, prefix: str = "eval/") -> tuple[list[str], np.ndarray]:
+    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array.
+
+    ``prefix``: ``"eval/"`` (each task's own policy) or ``"eval_mixture/"`` (the deterministic
+    Q-switch mixture that QMP runs also evaluate; no columns, so an empty table, elsewhere)."""
     with (Path(run_dir) / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    names = [k.split("/", 2)[2] for k in rows[0] if k.startswith("eval/success/")]
-    table = np.array([[float(r[f"eval/success/{n}"]) for n in names] for r in rows])
+    names = [k.split("/", 2)[2] for k in rows[0] if k.startswith(f"{prefix}success/")]
+    table = np.array([[float(r[f"{prefix}success/{n}"]) for n in names] for r in rows])
     return names, table
 
 

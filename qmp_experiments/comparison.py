@@ -6,10 +6,11 @@ Writes, under ``<root>/<campaign>/``:
 
 - ``comparison.png``: mean success over tasks against env steps, per method: IQM over seeds
   with a 95% bootstrap band (the paper's comparison figure, at our budget);
-- ``comparison.md``: per method, the seeds finished and the final success (each run's last
-  ``--last`` evaluations, averaged over tasks; IQM over seeds with a 95% stratified-bootstrap
-  CI), beside the paper's value where spec section 10.3 gives one (read from its figures at its
-  own, larger budget);
+- ``comparison.md``: per method, the seeds finished and the final success of each task's own
+  policy (each run's last ``--last`` evaluations, averaged over tasks; IQM over seeds with a 95%
+  stratified-bootstrap CI), the deterministic Q-switch mixture's beside it for QMP runs that
+  evaluated it, and the paper's value where spec section 10.3 gives one (read from its figures
+  at its own, larger budget);
 - ``complementary.md``: each framework with and without QMP (methods ``X`` and ``X_qmp``),
   the difference of the two IQMs and the paper's two values.
 
@@ -146,7 +147,14 @@ def method_result(run_dirs: list[Path], last: int) -> dict:
     low, high = stratified_bootstrap_ci(finals, statistic=mean_over_tasks_iqm)
     # One method's runs share one label, so group_curves returns one curve.
     (curve,) = group_curves([load_run(d, "eval/success_mean") for d in run_dirs]).values()
+    # QMP runs also evaluate the Q-switch mixture; shown beside the own policy where every run
+    # has it (runs made before it existed do not).
+    mixture_tables = [task_columns(d, prefix="eval_mixture/")[1] for d in run_dirs]
+    mixture = None
+    if all(t.size for t in mixture_tables):
+        mixture = mean_over_tasks_iqm(np.array([t[-last:].mean(axis=0) for t in mixture_tables]))
     return {
+        "mixture": mixture,
         "final": mean_over_tasks_iqm(finals),
         "low": low,
         "high": high,
@@ -214,18 +222,25 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     def interval(r: dict) -> str:
         return f"{percent(r['final'])} [{percent(r['low'])}, {percent(r['high'])}]"
 
+    def mixture(r: dict) -> str:
+        return "-" if r["mixture"] is None else percent(r["mixture"])
+
     rows = [
         [
             DISPLAY_NAMES.get(m, m),
             len(seeds),
             interval(results[m]),
+            mixture(results[m]),
             paper_value(env_id, m, 0),
             paper_value(env_id, m, 2),
         ]
         for m in sorted(methods, key=lambda m: -results[m]["final"])
     ]
     comparison = out / "comparison.md"
-    atomic_write_text(comparison, markdown_table(["method", "seeds", ours, at25, at100], rows))
+    mixture_header = "QMP runs: Q-switch mixture % (IQM)"
+    atomic_write_text(
+        comparison, markdown_table(["method", "seeds", ours, mixture_header, at25, at100], rows)
+    )
 
     pairs = [m for m in methods if f"{m}_qmp" in methods]
     rows = []
@@ -236,6 +251,7 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
                 DISPLAY_NAMES.get(base, base),
                 interval(without),
                 interval(with_qmp),
+                mixture(with_qmp),
                 f"{100 * (with_qmp['final'] - without['final']):+.0f}",
                 f"{paper_value(env_id, base, 0)} -> {paper_value(env_id, f'{base}_qmp', 0)}",
                 f"{paper_value(env_id, base, 2)} -> {paper_value(env_id, f'{base}_qmp', 2)}",
@@ -249,6 +265,7 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
                 "framework",
                 f"without QMP % ({steps_label})",
                 f"with QMP % ({steps_label})",
+                "with QMP: Q-switch mixture %",
                 "QMP's change (points)",
                 f"{at25}: without -> with",
                 f"{at100}: without -> with",

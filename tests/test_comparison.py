@@ -54,6 +54,12 @@ def test_comparison_uses_common_seeds_and_pairs_methods(reference_campaign, tmp_
     change = 100 * (final("no_sharing_qmp") - final("no_sharing"))
     row = (out / "complementary.md").read_text().splitlines()[2]
     assert row.startswith("| No-Sharing |") and f"{change:+.0f}" in row
+    # The Q-switch mixture's evaluation beside the own policy's, for the QMP run only.
+    mixture = task_columns(out / "no_sharing_qmp" / "seed_1", prefix="eval_mixture/")[1][-1:]
+    cells = {r.split(" | ")[0]: r.split(" | ") for r in table[2:]}
+    assert cells["| No-Sharing + QMP"][3] == f"{100 * mean_over_tasks_iqm(mixture):.0f}"
+    assert cells["| No-Sharing"][3] == "-"
+    assert row.split(" | ")[3] == cells["| No-Sharing + QMP"][3]
     assert load_campaign(campaign_file).methods[0].name == "no_sharing_qmp"
     assert np.isfinite(change)
 
