@@ -8,6 +8,8 @@
   ``Args`` dataclass and the attribute docstrings tyro also reads; ``:shared:`` lists the flags
   every script has (``BaseArgs``), the default lists the script's own.
 - ``presets``: the paper's hyperparameters per environment (``cleanrl_qmp.config.PRESETS``).
+- ``campaign-files FOLDER``: every table and figure of a ``results/`` folder that the page does
+  not already show, included from the files (collapsed).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import render_tasks
 from docutils import nodes
 from docutils.parsers.rst import directives
+from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
@@ -246,6 +249,44 @@ class Presets(SphinxDirective):
         return f"{value:,}"
 
 
+# -- campaign folders ----------------------------------------------------------------------
+class CampaignFiles(SphinxDirective):
+    """Every table and figure of a ``results/`` folder that the page does not already show,
+    included from the files (collapsed), so a results page carries its whole campaign."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        root = Path(self.env.srcdir).parent
+        folder = root / self.arguments[0]
+        if not folder.is_dir():
+            raise self.error(f"no results folder {self.arguments[0]}")
+        page = Path(self.env.doc2path(self.env.docname))
+        shown = page.read_text()
+        up = Path(*[".."] * len(page.parent.relative_to(root).parts))
+        tables = sorted(folder.rglob("*.md"))
+        figures = sorted(folder.glob("*.png"))
+        lines = []
+        for path in [*tables, *figures]:
+            relative = path.relative_to(root).as_posix()
+            if relative in shown:
+                continue
+            self.env.note_dependency(str(path))
+            lines += [f"`{relative}`", ""]
+            if path.suffix == ".md":
+                lines += [f"```{{include}} {(up / relative).as_posix()}", "```", ""]
+            else:
+                lines += [f"![{path.stem}]({(up / relative).as_posix()})", ""]
+        if not lines:
+            return []
+        summary = f"Every other table and figure of <code>{self.arguments[0]}/</code>"
+        details = nodes.container(classes=["qmp-campaign-files"])
+        details += nodes.raw("", f"<details><summary>{summary}</summary>", format="html")
+        self.state.nested_parse(StringList(lines, source=str(page)), self.content_offset, details)
+        details += nodes.raw("", "</details>", format="html")
+        return [details]
+
+
 # -- re-exported names ----------------------------------------------------------------------
 OUR_PACKAGES = ("qmp_envs", "qmp_wrappers", "cleanrl_qmp", "qmp_experiments")
 
@@ -295,4 +336,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("task-gallery", TaskGallery)
     app.add_directive("script-flags", ScriptFlags)
     app.add_directive("presets", Presets)
+    app.add_directive("campaign-files", CampaignFiles)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
