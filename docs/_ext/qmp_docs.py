@@ -18,6 +18,7 @@ import ast
 import functools
 import importlib
 import inspect
+import textwrap
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
@@ -42,15 +43,20 @@ def cell(value: Any) -> nodes.entry:
     return nodes.entry("", paragraph)
 
 
-def table(headers: list[str], rows: list[list[Any]], classes: tuple[str, ...] = ()) -> nodes.table:
-    """A docutils table with a header row (themes style it like a Markdown table)."""
-    group = nodes.tgroup(cols=len(headers))
-    group += [nodes.colspec(colwidth=1) for _ in headers]
-    head = nodes.thead()
-    head += nodes.row("", *[cell(h) for h in headers])
+def table(
+    headers: list[str] | None, rows: list[list[Any]], classes: tuple[str, ...] = ()
+) -> nodes.table:
+    """A docutils table, with a header row unless ``headers`` is None."""
+    columns = len(headers) if headers else len(rows[0])
+    group = nodes.tgroup(cols=columns)
+    group += [nodes.colspec(colwidth=1) for _ in range(columns)]
+    if headers:
+        head = nodes.thead()
+        head += nodes.row("", *[cell(h) for h in headers])
+        group += head
     body = nodes.tbody()
     body += [nodes.row("", *[cell(v) for v in row]) for row in rows]
-    group += [head, body]
+    group += body
     return nodes.table("", group, classes=["qmp-table", *classes])
 
 
@@ -81,9 +87,9 @@ def suite_rows(env_id: str) -> list[list[Any]]:
         ["horizon", f"{facts.max_episode_steps} steps"],
         [
             "evaluation",
-            f"{facts.eval_episodes} episodes per task"
+            f"{facts.eval_episodes} episodes per task, each task's own deterministic policy"
             + (", on the evaluation goals" if facts.has_eval_split else "")
-            + ", success at any step",
+            + "; an episode succeeds if `success` was set at any step",
         ],
         ["UDS relabelling reward (`min_reward`)", facts.min_reward],
         ["keyword arguments", ", ".join(options)],
@@ -103,7 +109,7 @@ class SuiteFacts(SphinxDirective):
         for env_id in self.arguments[0].split():
             if env_id not in qmp_envs.SUITES:
                 raise self.error(f"unknown suite {env_id!r}; known: {', '.join(qmp_envs.SUITES)}")
-            result.append(table(["", env_id], suite_rows(env_id), ("qmp-facts",)))
+            result.append(table(None, suite_rows(env_id), ("qmp-facts",)))
         return result
 
 
@@ -147,7 +153,7 @@ def attribute_docstrings(cls: type) -> dict[str, str]:
     for klass in reversed(cls.__mro__):
         if klass is object or not hasattr(klass, "__dataclass_fields__"):
             continue
-        tree = ast.parse(inspect.getsource(klass).strip())
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         body = tree.body[0].body  # type: ignore[attr-defined]
         for statement, following in zip(body, body[1:], strict=False):
             if (
