@@ -18,6 +18,7 @@ import ast
 import functools
 import importlib
 import inspect
+import re
 import textwrap
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
@@ -241,7 +242,7 @@ class Presets(SphinxDirective):
             [f"`{env_id}`", *[self.show(getattr(p, n)) for n in names]]
             for env_id, p in PRESETS.items()
         ]
-        headers = ["env id", *[f"--{n.replace('_', '-')}" for n in names]]
+        headers = ["env id", *[f"`--{n.replace('_', '-')}`" for n in names]]
         return [table(headers, rows, ("qmp-presets",))]
 
     @staticmethod
@@ -256,6 +257,17 @@ class Presets(SphinxDirective):
 
 
 # -- campaign folders ----------------------------------------------------------------------
+SHOWN_FILE = re.compile(r"```\{(?:include|figure|image)\} (\S+)|!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def shown_files(page: Path) -> set[Path]:
+    """The files a Markdown page includes or shows as images (not those it only names)."""
+    return {
+        (page.parent / (include or image)).resolve()
+        for include, image in SHOWN_FILE.findall(page.read_text())
+    }
+
+
 class CampaignFiles(SphinxDirective):
     """Every table and figure of a ``results/`` folder that the page does not already show,
     included from the files (collapsed), so a results page carries its whole campaign."""
@@ -268,14 +280,14 @@ class CampaignFiles(SphinxDirective):
         if not folder.is_dir():
             raise self.error(f"no results folder {self.arguments[0]}")
         page = Path(self.env.doc2path(self.env.docname))
-        shown = page.read_text()
+        shown = shown_files(page)
         up = Path(*[".."] * len(page.parent.relative_to(root).parts))
         tables = sorted(folder.rglob("*.md"))
         figures = sorted(folder.glob("*.png"))
         lines = []
         for path in [*tables, *figures]:
             relative = path.relative_to(root).as_posix()
-            if relative in shown:
+            if path.resolve() in shown:
                 continue
             self.env.note_dependency(str(path))
             lines += [f"`{relative}`", ""]
