@@ -4,6 +4,7 @@
   evaluation constants, read from ``qmp_envs.SUITES``.
 - ``task-gallery ID``: the picture of every task of a suite (``docs/render_tasks.py`` renders
   them from our own envs); a missing picture fails the build with the command that makes it.
+  A committed GIF of a trained policy on a task is shown beside its picture.
 - ``script-flags MODULE``: a training script's flags (name, type, default, help) read from its
   ``Args`` dataclass and the attribute docstrings tyro also reads; ``:shared:`` lists the flags
   every script has (``BaseArgs``), the default lists the script's own.
@@ -32,6 +33,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 TASKS_FOLDER = "_static/tasks"
+POLICIES_FOLDER = "_static/policies"
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -114,8 +116,17 @@ class SuiteFacts(SphinxDirective):
         return result
 
 
+def task_figure(uri: str, caption_text: str) -> nodes.figure:
+    figure = nodes.figure(classes=["qmp-task"])
+    figure += nodes.image(uri=uri, alt=caption_text)
+    figure += nodes.caption(caption_text, "", nodes.literal(caption_text, caption_text))
+    return figure
+
+
 class TaskGallery(SphinxDirective):
-    """Every rendered task picture of a suite, captioned with its index and name."""
+    """Every rendered task picture of a suite, captioned with its index and name, each followed
+    by the GIF of a trained policy on that task where one is committed
+    (``docs/_static/policies/<suite>/<task name>.gif``, as ``--capture-video`` names them)."""
 
     required_arguments = 1
 
@@ -127,17 +138,21 @@ class TaskGallery(SphinxDirective):
             raise self.error(f"unknown suite {env_id!r}; known: {', '.join(qmp_envs.SUITES)}")
         names = qmp_envs.suite_facts(env_id).task_names
         gallery = nodes.container(classes=["qmp-gallery"])
+        # A folder is never "a file" to Sphinx's dependency check, so the suite pages are re-read
+        # on every build (about a second): a GIF added later then shows without a clean build.
+        policies = Path(self.env.srcdir) / POLICIES_FOLDER / render_tasks.suite_folder(env_id)
+        self.env.note_dependency(str(policies))
         missing = []
         for task in render_tasks.rendered_tasks(env_id):
             relative = render_tasks.task_picture_path(env_id, task)
             if not (Path(self.env.srcdir) / TASKS_FOLDER / relative).is_file():
                 missing.append(str(relative))
                 continue
-            figure = nodes.figure(classes=["qmp-task"])
-            figure += nodes.image(uri=f"/{TASKS_FOLDER}/{relative.as_posix()}", alt=names[task])
-            caption_text = f"{task}: {names[task]}"
-            figure += nodes.caption(caption_text, "", nodes.literal(caption_text, caption_text))
-            gallery += figure
+            name = names[task]
+            gallery += task_figure(f"/{TASKS_FOLDER}/{relative.as_posix()}", f"{task}: {name}")
+            policy = Path(POLICIES_FOLDER) / render_tasks.suite_folder(env_id) / f"{name}.gif"
+            if (Path(self.env.srcdir) / policy).is_file():
+                gallery += task_figure(f"/{policy.as_posix()}", f"{task}: trained policy")
         if missing:
             raise self.error(
                 f"task pictures missing for {env_id}: {missing}; render them with "
