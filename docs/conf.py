@@ -8,6 +8,7 @@ presets, each script's flags) and the task pictures of each suite page.
 
 from __future__ import annotations
 
+import builtins
 import sys
 from pathlib import Path
 
@@ -66,6 +67,7 @@ _EXTERNAL = (
     r"|concurrent|subprocess|dataclasses|enum|abc|types|io|os|re|json|pickle|zipfile|argparse"
     r"|logging|threading|multiprocessing|contextlib|metaworld|gymnasium_robotics)(\..*)?"
 )
+_BUILTINS = "(" + "|".join(n for n in dir(builtins) if not n.startswith("_")) + ")"
 nitpick_ignore_regex = [
     (r"py:(class|obj|data|exc|func|meth|attr|mod)", _EXTERNAL),
     # Builtins and typing names as written in signatures; library classes named by their short
@@ -76,6 +78,10 @@ nitpick_ignore_regex = [
         r"|Protocol|AutoresetMode|VectorEnv|VecEnv|Module|Path|ActType|ObsType)",
     ),
     (r"py:(class|obj)", r"(\w+\.)*(ArgsT|T)"),
+    # Builtins (``:raises ValueError:`` from a "Raises:" section, ``list`` in a "Returns:"
+    # type) and the words docstrings put in types ("int, optional", "array-like").
+    (r"py:(class|obj|exc|func|data)", _BUILTINS),
+    (r"py:(class|obj)", r"(optional|callable|array-like|array_like|sequence|iterable|mapping)"),
     # Private helpers that docstrings name for the reader of the source: not API.
     (r"py:(class|meth|func|attr)", r"_\w+"),
 ]
