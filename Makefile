@@ -1,6 +1,9 @@
 # The two set-up-free commands of the README:
 #   make demo   creates .venv if missing, installs the pinned set, runs a short QMP training job
-#   make test   creates .venv if missing, installs the pinned set, runs ruff, mypy and the tests
+#   make test   creates .venv if missing, installs the pinned set, runs ruff, mypy, the docs
+#               build and the tests
+# make docs builds the documentation site (docs/_build/html) with warnings as errors;
+# make docs-shot renders two of its pages to PNG with headless Chromium, to look at them.
 # Re-running either is cheap: the install step is skipped while requirements.lock and
 # pyproject.toml are unchanged.
 PYTHON ?= python3
@@ -10,7 +13,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: demo test test-all lint install bench
+.PHONY: demo test test-all lint docs docs-shot install bench
 
 install: $(STAMP)
 
@@ -32,11 +35,30 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint
+test: lint docs
 	$(PY) -m pytest -q
 
-test-all: lint
+test-all: lint docs
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Sphinx + MyST + furo (the lock's docs extra). -W --keep-going: every warning is listed, then
+# fails the build; -n (nitpicky): every cross-reference to our own code must resolve.
+DOCS_HTML := docs/_build/html
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -n -q -b html docs $(DOCS_HTML)
+
+# Debian's chromium package (apt-get install chromium); --no-sandbox because CI runs as root.
+SHOTS := docs/_build/shots
+CHROMIUM ?= chromium
+docs-shot: docs
+	@command -v $(CHROMIUM) >/dev/null || { echo "docs-shot needs headless Chromium: apt-get install chromium (or CHROMIUM=/path/to/chrome)"; exit 1; }
+	mkdir -p $(SHOTS)
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 \
+		--screenshot=$(SHOTS)/index.png file://$(CURDIR)/$(DOCS_HTML)/index.html
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 \
+		--screenshot=$(SHOTS)/multistage_reacher.png \
+		file://$(CURDIR)/$(DOCS_HTML)/environments/multistage_reacher.html
+	@echo "screenshots in $(SHOTS)/"
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_speed.py

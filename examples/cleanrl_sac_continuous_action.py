@@ -4,7 +4,7 @@ The file follows the layout of CleanRL's script: ``Args`` parsed by tyro, ``Acto
 ``SoftQNetwork``, one training loop with the SAC target inline, TensorBoard metrics under the
 same names. Lines marked ``# QMP`` are the QMP changes; lines marked ``# Gymnasium 1.x`` move
 the script from the Gymnasium 0.29 vector API it was written for to 1.x. Nothing else differs in
-kind; the README section "Add QMP to a CleanRL script" lists the changes.
+kind; "Add QMP to a CleanRL script" in docs/wrapper/recipes.md lists the changes.
 
     python examples/cleanrl_sac_continuous_action.py --env-id qmp/MultistageReacher-v0
 

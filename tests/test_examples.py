@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# The CleanRL recipe (docs): its hunks port CleanRL's published SAC script to QMP.
+RECIPES = EXAMPLES.parent / "docs" / "wrapper" / "recipes.md"
 
 
 def load(name):
@@ -122,7 +124,7 @@ def marked_lines(path: Path) -> list[str]:
     return marked
 
 
-def test_cleanrl_example_runs_and_the_readme_lists_every_change(tmp_path):
+def test_cleanrl_example_runs_and_the_recipe_lists_every_change(tmp_path):
     import subprocess
     import sys
 
@@ -135,19 +137,19 @@ def test_cleanrl_example_runs_and_the_readme_lists_every_change(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "episodic_return" in out.stdout and "SPS" in out.stdout
     assert list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    section = readme[readme.index("### Add QMP to a CleanRL script") :]
+    recipes = RECIPES.read_text()
+    section = recipes[recipes.index("## Add QMP to a CleanRL script") :]
     marked = marked_lines(script)
     assert len(marked) >= 12
     missing = [line for line in marked if line not in section]
-    assert not missing, f"README does not list these changed lines: {missing}"
+    assert not missing, f"{RECIPES.name} does not list these changed lines: {missing}"
 
 
-def readme_port_hunks() -> list[tuple[list[str], list[str]]]:
-    """The README's CleanRL port as (old lines, new lines) hunks, in order."""
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    start = readme.index("<!-- cleanrl-port: the hunks below")
-    block = readme[start : readme.index("<!-- cleanrl-port: end -->")]
+def recipe_port_hunks() -> list[tuple[list[str], list[str]]]:
+    """The docs recipe's CleanRL port as (old lines, new lines) hunks, in order."""
+    recipes = RECIPES.read_text()
+    start = recipes.index("<!-- cleanrl-port: the hunks below")
+    block = recipes[start : recipes.index("<!-- cleanrl-port: end -->")]
     hunks = []
     for body in block.split("```diff\n")[1:]:
         lines = body.split("```")[0].splitlines()
@@ -167,28 +169,28 @@ def apply_hunks(text: str, hunks: list[tuple[list[str], list[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_readme_cleanrl_port_is_the_example_port():
-    """Every line the README's hunks add is in our own port, so the example runs what they say."""
-    hunks = readme_port_hunks()
+def test_recipe_cleanrl_port_is_the_example_port():
+    """Every line the recipe's hunks add is in our own port, so the example runs what they say."""
+    hunks = recipe_port_hunks()
     assert len(hunks) == 9
     example = {line.strip() for line in (EXAMPLES / "cleanrl_sac_continuous_action.py").open()}
     added = [line.strip() for old, new in hunks for line in new if line not in old]
     missing = [line for line in added if line not in example]
-    assert not missing, f"the example lacks these lines the README adds: {missing}"
+    assert not missing, f"the example lacks these lines the recipe adds: {missing}"
 
 
 @pytest.mark.skipif(
     "QMP_CLEANRL_SAC" not in __import__("os").environ,
     reason="set QMP_CLEANRL_SAC to CleanRL's sac_continuous_action.py (not in this repository)",
 )
-def test_readme_port_of_cleanrls_published_script_trains(tmp_path):
+def test_recipe_port_of_cleanrls_published_script_trains(tmp_path):
     import os
     import subprocess
     import sys
 
     published = Path(os.environ["QMP_CLEANRL_SAC"]).resolve()
     ported = tmp_path / "sac_continuous_action_qmp.py"
-    ported.write_text(apply_hunks(published.read_text(), readme_port_hunks()))
+    ported.write_text(apply_hunks(published.read_text(), recipe_port_hunks()))
     env = dict(os.environ, PYTHONPATH=str(published.parent.parent))  # cleanrl_utils
     out = subprocess.run(
         [sys.executable, str(ported), "--total-timesteps", "300", "--learning-starts", "100",
