@@ -303,9 +303,13 @@ class MultiHeadMLP(nn.Module):
         self.heads = nn.Linear(hidden[-1], num_heads * out_dim)
         self.num_heads, self.out_dim = num_heads, out_dim
         if scheme != "torch":  # nn.Linear weights are (out, in): initialise their transpose
-            for layer in [*layers[::2], self.heads]:
+            for layer in layers[::2]:
                 assert isinstance(layer, nn.Linear)
                 initialise_linear(layer.weight.T, layer.bias, scheme)
+            # Each head as its own (hidden, out) layer, as the original's separate heads are
+            # (one fused (hidden, heads x out) matrix would get a smaller Xavier bound).
+            per_head = self.heads.weight.T.view(hidden[-1], num_heads, out_dim).transpose(0, 1)
+            initialise_linear(per_head, self.heads.bias, scheme)
 
     def forward(self, x: torch.Tensor, head_ids: torch.Tensor) -> torch.Tensor:
         out = self.heads(self.trunk(x)).view(len(x), self.num_heads, self.out_dim)

@@ -184,3 +184,16 @@ def mp(monkeypatch):
     torch.set_num_threads(1)
     yield monkeypatch
     torch.set_num_threads(threads)
+
+
+def test_xavier_initialises_each_head_as_its_own_layer():
+    """The original's heads are separate layers: Xavier's bound uses one head's fan-out."""
+    from cleanrl_qmp.networks import MultiHeadMLP
+
+    torch.manual_seed(0)
+    net = MultiHeadMLP(10, [64], out_dim=2, num_heads=50, scheme="xavier_uniform")
+    bound = (6.0 / (64 + 2)) ** 0.5  # per head; the fused matrix's would be (6 / (64 + 100)) ** 0.5
+    assert 0.9 * bound < float(net.heads.weight.detach().abs().max()) <= bound
+    assert float(net.heads.bias.detach().abs().max()) == 0.0
+    trunk = net.trunk[0]
+    assert float(trunk.weight.detach().abs().max()) <= (6.0 / (10 + 64)) ** 0.5
