@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from cleanrl_qmp.run_files import atomic_write_text
-from qmp_experiments.plot import load_run
+from qmp_experiments.plot import distinguish_configurations, load_run, read_metrics
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
 
 
 def task_columns(run_dir: Path) -> tuple[list[str], np.ndarray]:
-    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array."""
-    with (Path(run_dir) / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    names = [k.split("/", 2)[2] for k in rows[0] if k.startswith("eval/success/")]
+    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array
+    (:class:`~qmp_experiments.plot.RunDataError` naming the file when it is damaged)."""
+    columns = [k for k in read_metrics(run_dir)[0] if k.startswith("eval/success/")]
+    rows = read_metrics(run_dir, numeric=columns)
+    names = [k.split("/", 2)[2] for k in columns]
     table = np.array([[float(r[f"eval/success/{n}"]) for n in names] for r in rows])
     return names, table
 
@@ -40,13 +41,17 @@ def mean_over_tasks_iqm(scores: np.ndarray) -> float:
 
 
 def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dict]]:
+    """The summary and per-task rows, one per (env, method); runs configured differently are
+    never pooled (:func:`~qmp_experiments.plot.distinguish_configurations`)."""
+    loaded = distinguish_configurations([load_run(d, "eval/success_mean") for d in run_dirs])
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
-    for run_dir in run_dirs:
-        run = load_run(run_dir, "eval/success_mean")
+    by_dir = {}
+    for run_dir, run in zip(run_dirs, loaded, strict=True):
         groups[(run["env_id"], run["label"])].append(run_dir)
+        by_dir[run_dir] = run
     summary, per_task = [], []
     for (env_id, label), dirs in sorted(groups.items()):
-        runs = [load_run(d, "eval/success_mean") for d in dirs]
+        runs = [by_dir[d] for d in dirs]
         steps = sorted(set.intersection(*(set(r["steps"].tolist()) for r in runs)))
         curves = np.array(
             [[r["values"][r["steps"].tolist().index(s)] for s in steps] for r in runs]
