@@ -62,6 +62,7 @@ from cleanrl_qmp.run_files import (
     RunFolderBusy,
     RunFolderLock,
     atomic_write_text,
+    entries_not_files,
     files_of_a_run,
     folder_is_busy,
     move_run_aside,
@@ -358,6 +359,10 @@ class TrainingRun(Generic[ArgsT]):
         if contradictions:
             refuse(f"--resume {resume} contradicts other flags", contradictions)
         self._lock_run_folder(run_dir)
+        not_files = entries_not_files(run_dir)
+        if not_files:
+            refuse(f"cannot resume in {run_dir}", [f"{p}: move it away" for p in not_files],
+                   self.lock)  # fmt: skip
         try:
             checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
         except (CheckpointLoadError, UnsafeCheckpointError, FileNotFoundError) as error:

@@ -25,6 +25,7 @@ RUN_FILE_NAMES = (
     "timing.json", "args.json", "metrics.csv", "selection.jsonl", "provenance.jsonl",
     "checkpoints", "videos", "wandb_id", "wandb",
 )  # fmt: skip
+RUN_FOLDERS = ("checkpoints", "videos", "wandb")
 EVENT_FILES = "events.out.tfevents.*"
 # The suffix of a run moved aside by --overwrite: ``<run folder>.replaced-<UTC time>``.
 REPLACED_SUFFIX = ".replaced-"
@@ -121,13 +122,17 @@ def files_of_a_run(run_dir: str | Path) -> list[Path]:
         return []
     found = [folder / name for name in RUN_FILE_NAMES if os.path.lexists(folder / name)]
     found += sorted(folder.glob(EVENT_FILES))
-    return [p for p in found if not (p.is_dir() and not p.is_symlink() and not any(p.iterdir()))]
+    return [p for p in found if not (p.name in RUN_FOLDERS and _empty_folder(p))]
+
+
+def _empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 def entries_not_files(run_dir: str | Path) -> list[str]:
     """Run files of ``run_dir`` that exist but are not regular files (a folder named
     ``timing.json``): a run could neither be judged finished nor finish writing them."""
-    names = [n for n in RUN_FILE_NAMES if n not in ("checkpoints", "videos", "wandb")]
+    names = [n for n in RUN_FILE_NAMES if n not in RUN_FOLDERS]
     return [
         f"{Path(run_dir) / name} is not a regular file"
         for name in names

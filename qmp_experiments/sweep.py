@@ -405,7 +405,10 @@ def ray_address_problem(address: str, timeout: float = RAY_CONNECT_SECONDS) -> s
         tried, address = f"auto ({found})", found
     match = re.fullmatch(r"(?:ray://)?\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})", address)
     if match is None or not 0 < int(match.group(2)) < 65536:
-        return f"--ray-address {tried!r} is not host:port (e.g. 10.0.0.5:6379) nor auto"
+        return (
+            f"--ray-address {tried!r} is not host:port (e.g. 10.0.0.5:6379) nor auto; "
+            f"{START_A_CLUSTER}"
+        )
     host, port = match.group(1), int(match.group(2))
     try:
         with socket.create_connection((host, port), timeout=timeout):
