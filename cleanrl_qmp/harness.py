@@ -48,7 +48,9 @@ from cleanrl_qmp.checkpoints import (
 )
 from cleanrl_qmp.config import (
     DEMO,
+    RESUMABLE_FLAGS,
     BaseArgs,
+    flag,
     parse_env_options,
     refuse,
     registered_qmp_ids,
@@ -194,6 +196,35 @@ def counter_problems(checkpoint: dict) -> list[str]:
     if not _integer(last_eval) or not -1 <= last_eval <= step:
         problems.append(f"last_eval_step {last_eval!r}: must be an integer in [-1, {step}]")
     return problems
+
+
+# Fields of a run's configuration that a resume may change or that say where it lives: they
+# are not compared with the run's args.json.
+NOT_COMPARED = RESUMABLE_FLAGS | {"run_dir", "resume", "overwrite"}
+
+
+def record_conflicts(run_dir: Path, checkpoint: dict) -> list[str]:
+    """Where the checkpoint's configuration differs from the run folder's ``args.json`` (what
+    the run was started with): a checkpoint of another run (method, seed, env) copied into
+    this run's ``checkpoints/``. Fields only one of them records (another version) are not
+    compared; a missing or unreadable ``args.json`` is reported as a warning only."""
+    record = Path(run_dir) / "args.json"
+    saved = checkpoint.get("args")
+    if not record.exists() or not isinstance(saved, dict):
+        return []
+    try:
+        started = json.loads(record.read_text())
+        if not isinstance(started, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        warn(f"{record} is unreadable ({error}); the checkpoint was not compared with it")
+        return []
+    saved = json.loads(json.dumps(saved, default=str))  # tuples as lists, as args.json has them
+    return [
+        f"{flag(name)}: {record} has {started[name]!r}, the checkpoint {saved[name]!r}"
+        for name in sorted(set(started) & set(saved) - NOT_COMPARED)
+        if started[name] != saved[name]
+    ]
 
 
 class TrainingRun(Generic[ArgsT]):
@@ -370,6 +401,14 @@ class TrainingRun(Generic[ArgsT]):
         problems = counter_problems(self.checkpoint)
         if problems:
             refuse(f"{checkpoint_file} is inconsistent; it was not resumed", problems, self.lock)
+        foreign = record_conflicts(run_dir, self.checkpoint)
+        if foreign:
+            refuse(
+                f"{checkpoint_file} is not this run's checkpoint (the run was started with "
+                "other flags); it was not resumed",
+                foreign,
+                self.lock,
+            )
         args.resume = str(checkpoint_file)
         args.run_dir = None  # checked above; the checkpoint's folder is where the run continues
         return resumed_configuration(args, self.checkpoint, run_dir, self.lock)

@@ -438,6 +438,32 @@ def test_a_changed_campaign_flag_is_refused_by_the_resume_command(trained, tmp_p
     assert "--batch-size 32: the checkpoint's run has 16" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("started_with", "named"),
+    [
+        ({"qmp": True}, "--qmp: "),
+        ({"seed": 2}, "--seed: "),
+        ({"env_id": "qmp/PointReach-v1"}, "--env-id: "),
+        ({"exp_name": "uds_qmp"}, "--exp-name: "),
+    ],
+)
+def test_a_checkpoint_that_is_not_the_runs_own_is_refused_by_its_args_json(
+    trained, tmp_path, started_with, named, capsys
+):
+    """Resumed with no flags at all, a checkpoint copied into another run's folder is compared
+    with that run's args.json (what it was started with)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    (run_dir / "timing.json").unlink()
+    record = json.loads((run_dir / "args.json").read_text())
+    (run_dir / "args.json").write_text(json.dumps({**record, **started_with}))
+    before = snapshot(run_dir)
+    assert exit_code(lambda: fresh_run(["--resume", str(run_dir)])) == 2
+    err = capsys.readouterr().err
+    assert "is not this run's checkpoint" in err and named in err and "args.json" in err
+    assert snapshot(run_dir) == before
+
+
 def test_the_driver_reports_a_scripts_refusal_in_one_line(tmp_path):
     """A script that refuses (exit 2, ``error:`` lines) is reported with its words."""
     script = tmp_path / "refuses.py"
