@@ -500,6 +500,10 @@ def run_ray(
 
 
 # -- report ----------------------------------------------------------------------------------
+# The metrics a campaign's report plots (the first also goes into its tables).
+REPORTED_METRICS = ("eval/success_mean", "eval/return_mean")
+
+
 def report_campaign(campaign: Campaign, root: Path) -> None:
     """Aggregate table, per-task table, learning curves and selection outputs of the finished
     runs (a run still in progress would cut every curve of its method to its length). A run
@@ -516,8 +520,9 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
         if not is_finished(run_dir, campaign.total_timesteps):
             unfinished += 1
             continue
-        try:
-            load_run(run_dir, "eval/success_mean")
+        try:  # every file the report reads, checked before any table or plot is written
+            for metric in REPORTED_METRICS:
+                load_run(run_dir, metric)
             task_columns(run_dir)
         except RunDataError as error:
             report(f"{campaign.name}: left out {run.folder}: {error}")
@@ -530,7 +535,7 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
         return
     summary, per_task = summarize(run_dirs)
     written = [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]
-    written += plot_runs(run_dirs, out, "eval/return_mean", selection=False)
+    written += plot_runs(run_dirs, out, REPORTED_METRICS[1], selection=False)
     for path in written:
         report(f"wrote {path}")
 
