@@ -543,6 +543,8 @@ DAMAGE = {
     "short_row": ("metrics.csv", "global_step,eval/success_mean,eval/return_mean,"
                   "eval/success/a,eval/success/b\n300,0.5\n"),
     "header_only": ("metrics.csv", "global_step,eval/success_mean\n"),
+    "no_return_column": ("metrics.csv", "global_step,eval/success_mean,eval/success/a,"
+                         "eval/success/b\n300,0.5,0.5,0.5\n"),
     "metrics_missing": ("metrics.csv", None),
     "metrics_a_folder": ("metrics.csv", "folder"),
 }  # fmt: skip
@@ -550,11 +552,12 @@ DAMAGE = {
 
 def test_report_only_names_each_damaged_file_and_reports_the_rest(tmp_path, capsys):
     campaign_file = write_campaign(tmp_path)
-    text = campaign_file.read_text().replace("seeds = [1, 2]", f"seeds = {list(range(1, 10))}")
+    seeds = list(range(1, len(DAMAGE) + 2))  # seed 1 of each method intact, one damage a seed
+    text = campaign_file.read_text().replace("seeds = [1, 2]", f"seeds = {seeds}")
     campaign_file.write_text(text.replace('"qmp/MultistageReacher-v0"', '"qmp/PointReach-v0"'))
     root = tmp_path / "results"
     selection = '{"global_step": 300, "names": ["a", "b"], "matrix": [[1, 0], [0, 1]]}\n'
-    for seed in range(1, 10):
+    for seed in seeds:
         for method, qmp in (("with_qmp", True), ("without_qmp", False)):
             args = {**ARGS, "qmp": qmp, "seed": seed}
             write_run(root / "tiny" / method / f"seed_{seed}", args, GOOD_ROWS, selection)
@@ -573,7 +576,7 @@ def test_report_only_names_each_damaged_file_and_reports_the_rest(tmp_path, caps
         assert f"left out tiny/{path.parent.relative_to(root / 'tiny')}: {path}" in out, kind
     with (root / "tiny" / "summary.csv").open() as f:
         rows = {r["method"]: r["seeds"] for r in csv.DictReader(f)}
-    assert rows == {"sac_qmp + QMP": "1", "sac_qmp (no QMP)": "9"}
+    assert rows == {"sac_qmp + QMP": "1", "sac_qmp (no QMP)": str(len(seeds))}
 
 
 @pytest.mark.parametrize(
