@@ -248,6 +248,8 @@ def _seeds(value, where: str) -> tuple[int, ...]:
         raise ValueError(f"{where} must be a non-empty list of integers, got {value!r}")
     for k, seed in enumerate(value):
         _positive_int(seed, f"{where}[{k}]", minimum=0)
+        if seed >= 2**32:  # numpy's legacy seeding takes 32 bits
+            raise ValueError(f"{where}[{k}] must be below 2**32, got {seed}")
     duplicates = sorted({s for s in value if value.count(s) > 1})
     if duplicates:
         raise ValueError(f"{where} repeats {duplicates}: each seed is one run")

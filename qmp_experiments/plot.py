@@ -167,7 +167,7 @@ RUN_ONLY_FIELDS = frozenset(
     {
         "seed", "run_dir", "resume", "overwrite", "progress", "track", "wandb_project_name",
         "wandb_entity", "total_timesteps", "checkpoint_every", "keep_checkpoints", "log_every",
-        "eval_every", "capture_video", "cuda", "demo", "exp_name",
+        "capture_video", "cuda", "demo", "exp_name",
     }
 )  # fmt: skip
 

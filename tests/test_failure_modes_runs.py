@@ -366,6 +366,7 @@ def test_a_run_folder_outside_the_results_root_is_never_created(tmp_path):
         ("seeds = [1, 2]", "seeds = [1, -2]", r"seeds\[1\] must be an integer >= 0, got -2"),
         ("seeds = [1, 2]", "seeds = [1.5]", r"seeds\[0\] must be an integer >= 0, got 1.5"),
         ("seeds = [1, 2]", "seeds = [true]", r"seeds\[0\] must be an integer"),
+        ("seeds = [1, 2]", "seeds = [4294967296]", r"seeds\[0\] must be below 2\*\*32"),
         ("seeds = [1, 2]", "seeds = [2, 1, 2]", r"seeds repeats \[2\]"),
         ("seeds = [1, 2]", "seeds = []", "seeds must be a non-empty list"),
         ("seeds = [1, 2]", "seeds = [1, 2]\nkeep_checkpoints = -1",
@@ -532,6 +533,14 @@ def test_override_values_are_rows_of_their_own_never_seeds_of_one_method(tmp_pat
     same = [write_run(tmp_path / f"s{seed}", {**ARGS, "seed": seed, "total_timesteps": seed},
                       GOOD_ROWS) for seed in (1, 2)]  # fmt: skip
     assert [(r["method"], r["seeds"]) for r in summarize(same)[0]] == [("sac_qmp + QMP", 2)]
+    # Another evaluation schedule is another measurement: its own row, never a crash on steps
+    # the runs do not share.
+    cadence = [write_run(tmp_path / f"e{every}", {**ARGS, "eval_every": every},
+                         [f"{every},0.5,-3.0,0.5,0.5"]) for every in (100, 300)]  # fmt: skip
+    assert [r["method"] for r in summarize(cadence)[0]] == [
+        "sac_qmp + QMP [eval_every=100]",
+        "sac_qmp + QMP [eval_every=300]",
+    ]
 
 
 DAMAGE = {
