@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from cleanrl_qmp.run_files import atomic_write_text
-from qmp_experiments.plot import distinguish_configurations, load_run, read_metrics
+from qmp_experiments.plot import (
+    RunDataError,
+    distinguish_configurations,
+    load_run,
+    read_metrics,
+)
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
 
 
@@ -135,7 +140,10 @@ def main() -> None:
         "--last", type=int, default=3, help="evaluations averaged for the final score"
     )
     args = parser.parse_args()
-    summary, per_task = summarize(args.run_dirs, args.last)
+    try:
+        summary, per_task = summarize(args.run_dirs, args.last)
+    except RunDataError as error:  # a damaged run file: named, no traceback
+        parser.error(str(error))
     for path in write_outputs(summary, per_task, args.out):
         print(path)
     print((args.out.with_name(args.out.name + ".md")).read_text())

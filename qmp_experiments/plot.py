@@ -364,7 +364,11 @@ def main() -> None:
     parser.add_argument("--out", default="plots", help="output folder for the PNGs")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help="CSV column to plot")
     args = parser.parse_args()
-    for path in plot_runs(args.run_dirs, args.out, args.metric):
+    try:
+        written = plot_runs(args.run_dirs, args.out, args.metric)
+    except RunDataError as error:  # a damaged run file: named, no traceback
+        parser.error(str(error))
+    for path in written:
         print(path)
 
 

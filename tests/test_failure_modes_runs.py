@@ -703,3 +703,16 @@ def test_files_of_a_run_ignore_what_the_driver_writes(tmp_path):
     assert files_of_a_run(tmp_path) == []
     (tmp_path / "events.out.tfevents.1.host.2.0").write_bytes(b"")
     assert [p.name for p in files_of_a_run(tmp_path)] == ["events.out.tfevents.1.host.2.0"]
+
+
+@pytest.mark.parametrize("tool", ["aggregate", "plot"])
+def test_the_aggregate_and_plot_commands_name_a_damaged_file(tmp_path, tool):
+    good = write_run(tmp_path / "good", ARGS, GOOD_ROWS)
+    bad = write_run(tmp_path / "bad", ARGS, ["300,0.5,-3.0,0.5"])  # a short row
+    done = subprocess.run(
+        [sys.executable, "-m", f"qmp_experiments.{tool}", str(good), str(bad), "--out",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and f"{bad / 'metrics.csv'} line 2: 5 fields" in done.stderr
+    assert "Traceback" not in done.stderr
