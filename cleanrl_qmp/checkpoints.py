@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanrl_qmp.run_files import commit_temporary, temporary_path
+from cleanrl_qmp.run_files import commit_temporary, temporary_path, write_failure
 
 CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
 CORRUPT_SUFFIX = ".corrupt"
@@ -47,17 +47,34 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a file-size limit); the message names
+    the file and the cause. Nothing under a checkpoint's name was changed."""
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically (temporary file, fsync, rename), so an interrupted save never leaves a
-    truncated checkpoint under a checkpoint's name."""
+    truncated checkpoint under a checkpoint's name; a failed write (a full disk, a file-size
+    limit) removes its temporary file and raises :class:`CheckpointWriteError` naming the file
+    and the cause, leaving the previous checkpoints as they were."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
-    # Protocol 4 stores numpy buffers as raw bytes; torch's default (2) encodes bytes as
-    # latin-1 text, which costs ~1.5x for replay data.
-    torch.save({**payload, "rng": rng_state()}, tmp, pickle_protocol=4)
-    commit_temporary(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Protocol 4 stores numpy buffers as raw bytes; torch's default (2) encodes bytes as
+        # latin-1 text, which costs ~1.5x for replay data.
+        torch.save({**payload, "rng": rng_state()}, tmp, pickle_protocol=4)
+        commit_temporary(tmp, path)
+    except (OSError, RuntimeError) as error:
+        cause = write_failure(tmp, error)  # before the partial file is removed
+        tmp.unlink(missing_ok=True)
+        kept = [p.name for p in saved_checkpoints(path.parent)]
+        raise CheckpointWriteError(
+            f"could not write checkpoint {path}: {cause}; the previous checkpoints are kept "
+            f"({', '.join(kept) or 'none yet'}); free space (or raise the limit) and resume "
+            f"with --resume {path.parent.parent}"
+        ) from error
 
 
 def checkpoint_path(checkpoint_dir: Path, step: int) -> Path:

@@ -97,7 +97,8 @@ class BaseArgs:
     """keyword arguments of the env as KEY=VALUE (e.g. start_bonus=0.01 on qmp/PointReach-v1),
     given to the training and the evaluation envs; numbers are parsed as numbers"""
     run_dir: str | None = None
-    """output folder (default: runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time})"""
+    """output folder (default: runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time}); one that
+    holds a run is refused (see --resume, --overwrite)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "qmp"
@@ -174,6 +175,9 @@ class BaseArgs:
     resume: str | None = None
     """a checkpoint, or a run folder (its newest loadable checkpoint), to resume from; the run
     continues in the checkpoint's run folder, falling back to older checkpoints if it is damaged"""
+    overwrite: bool = False
+    """start over in a --run-dir that holds a run: the old run moves aside to
+    <run-dir>.replaced-<time> (nothing is deleted); without it such a folder is refused"""
     progress: bool = True
     """show a progress bar"""
     demo: bool = False

@@ -36,6 +36,7 @@ from tqdm import tqdm
 import qmp_envs
 from cleanrl_qmp.checkpoints import (
     CheckpointLoadError,
+    CheckpointWriteError,
     UnsafeCheckpointError,
     checkpoint_path,
     load_newest_checkpoint,
@@ -47,7 +48,9 @@ from cleanrl_qmp.checkpoints import (
 )
 from cleanrl_qmp.config import (
     DEMO,
+    RESUMABLE_FLAGS,
     BaseArgs,
+    flag,
     parse_env_options,
     refuse,
     registered_qmp_ids,
@@ -57,9 +60,14 @@ from cleanrl_qmp.config import (
 )
 from cleanrl_qmp.run_files import (
     EXIT_RUN_FOLDER_BUSY,
+    EXIT_WRITE_FAILED,
     RunFolderBusy,
     RunFolderLock,
     atomic_write_text,
+    entries_not_files,
+    files_of_a_run,
+    folder_is_busy,
+    move_run_aside,
     remove_stale_temporaries,
 )
 from cleanrl_qmp.run_logging import RunLogger, start_wandb
@@ -151,6 +159,75 @@ def checkpoint_problems(checkpoint: dict, objects: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def counter_problems(checkpoint: dict) -> list[str]:
+    """What in ``checkpoint``'s counters disagrees with its own budget and replay buffer (an
+    edited or foreign counter would otherwise "finish" a run at once), as readable lines."""
+    step = checkpoint.get("global_step")
+    if not _integer(step) or step < 0:
+        return [f"global_step {step!r}: must be an integer >= 0"]
+    problems = []
+    saved = checkpoint.get("args")
+    budget = saved.get("total_timesteps") if isinstance(saved, dict) else None
+    envs = checkpoint.get("envs")
+    num_envs = getattr(envs, "num_envs", 1)
+    if _integer(budget) and _integer(num_envs) and step >= budget + num_envs:
+        problems.append(
+            f"global_step {step} is past the run's own budget (--total-timesteps {budget}, "
+            f"{num_envs} envs): a run stops within one vector step of it"
+        )
+    rb = checkpoint.get("rb")
+    pos, rows, full = (getattr(rb, name, None) for name in ("pos", "n_envs", "full"))
+    capacity = getattr(rb, "buffer_size", None)
+    if _integer(pos) and _integer(rows) and _integer(capacity) and isinstance(full, bool):
+        if not full and pos * rows != step:
+            problems.append(
+                f"global_step {step}, but its replay buffer holds {pos} vector steps of {rows} "
+                f"envs ({pos * rows} env steps)"
+            )
+        if full and (step < capacity * rows or (step // rows) % capacity != pos):
+            problems.append(
+                f"global_step {step} does not match its full replay buffer (capacity "
+                f"{capacity} x {rows} envs, next row {pos})"
+            )
+    last_eval = checkpoint.get("last_eval_step")
+    if not _integer(last_eval) or not -1 <= last_eval <= step:
+        problems.append(f"last_eval_step {last_eval!r}: must be an integer in [-1, {step}]")
+    return problems
+
+
+# Fields of a run's configuration that a resume may change or that say where it lives: they
+# are not compared with the run's args.json.
+NOT_COMPARED = RESUMABLE_FLAGS | {"run_dir", "resume", "overwrite"}
+
+
+def record_conflicts(run_dir: Path, checkpoint: dict) -> list[str]:
+    """Where the checkpoint's configuration differs from the run folder's ``args.json`` (what
+    the run was started with): a checkpoint of another run (method, seed, env) copied into
+    this run's ``checkpoints/``. Fields only one of them records (another version) are not
+    compared; a missing or unreadable ``args.json`` is reported as a warning only."""
+    record = Path(run_dir) / "args.json"
+    saved = checkpoint.get("args")
+    if not record.exists() or not isinstance(saved, dict):
+        return []
+    try:
+        started = json.loads(record.read_text())
+        if not isinstance(started, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        warn(f"{record} is unreadable ({error}); the checkpoint was not compared with it")
+        return []
+    saved = json.loads(json.dumps(saved, default=str))  # tuples as lists, as args.json has them
+    return [
+        f"{flag(name)}: {record} has {started[name]!r}, the checkpoint {saved[name]!r}"
+        for name in sorted(set(started) & set(saved) - NOT_COMPARED)
+        if started[name] != saved[name]
+    ]
+
+
 class TrainingRun(Generic[ArgsT]):
     """Run folder, configuration, seeding, counters, logs, evaluation and checkpoint files."""
 
@@ -171,6 +248,8 @@ class TrainingRun(Generic[ArgsT]):
             for key, value in DEMO.items():
                 if getattr(args, key) == getattr(defaults, key):
                     setattr(args, key, value)
+            # The demo is meant to be run again: its own folder's previous run moves aside.
+            args.overwrite = args.overwrite or args.run_dir == DEMO["run_dir"]
         if args.env_id not in registered_qmp_ids():
             refuse("unknown environment", [f"--env-id {args.env_id!r}: registered ids are "
                    f"{', '.join(registered_qmp_ids())}"], self.lock)  # fmt: skip
@@ -178,15 +257,11 @@ class TrainingRun(Generic[ArgsT]):
         problems = args.problems()
         if problems:
             refuse("invalid configuration", problems, self.lock)
-        self.run_dir = Path(
-            args.run_dir
-            or f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__"
-            f"{'qmp' if args.qmp else 'noqmp'}__{args.seed}__{int(time.time())}"
-        )
+        self.run_dir = Path(args.run_dir or self._default_run_dir(args))
         args.run_dir = str(self.run_dir)
         self.args = args
-        if self.lock is None:
-            self._lock_run_folder(self.run_dir)
+        if self.checkpoint is None:
+            self._check_fresh_folder()
         seed_everything(args.seed, args.torch_deterministic)
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
         self.env_kwargs = {
@@ -205,11 +280,10 @@ class TrainingRun(Generic[ArgsT]):
                 setattr(self, name, self.checkpoint[name])
         self.last_success = float("nan")
         self.last_eval_seconds: float | None = None
+        # Nothing is written before the first log line or checkpoint (a fresh run) or before
+        # load() checked the whole checkpoint against the script's objects (a resumed run):
+        # whatever the script refuses while building its envs and networks leaves no trace.
         self._logger: RunLogger | None = None
-        if self.checkpoint is None:
-            self._open_logs()
-        # A resumed run opens its logs (which rewrites metrics and selection files) only in
-        # load(), once the whole checkpoint was checked against the script's objects.
         print(
             f"run folder: {self.run_dir}  (QMP {'on' if args.qmp else 'off'}, "
             f"from step {self.global_step})"
@@ -236,24 +310,112 @@ class TrainingRun(Generic[ArgsT]):
     @property
     def logger(self) -> RunLogger:
         if self._logger is None:
-            raise RuntimeError("a resumed run logs only after load() restored the checkpoint")
+            if self.checkpoint is not None:
+                raise RuntimeError("a resumed run logs only after load() restored the checkpoint")
+            self._start_fresh_folder()
+        assert self._logger is not None
         return self._logger
 
     # -- configuration and the run folder -------------------------------------------------
+    @staticmethod
+    def _default_run_dir(args: BaseArgs) -> Path:
+        """``runs/{env}__{exp_name}__{qmp|noqmp}__{seed}__{time}``, numbered when a run of the
+        same second already holds that name."""
+        base = (
+            f"runs/{args.env_id.replace('/', '_')}__{args.exp_name}__"
+            f"{'qmp' if args.qmp else 'noqmp'}__{args.seed}__{int(time.time())}"
+        )
+        candidate, number = Path(base), 1
+        while files_of_a_run(candidate):
+            number += 1
+            candidate = Path(f"{base}_{number}")
+        return candidate
+
+    def _check_fresh_folder(self) -> None:
+        """A fresh run never rewrites another run: a folder that holds one (or that another
+        process holds) is refused here, before anything is written, unless --overwrite asks to
+        move that run aside. A folder whose lock file exists is locked now (creating nothing),
+        so no other process starts in it meanwhile; others are locked at the first write."""
+        run_dir = self.run_dir
+        if folder_is_busy(run_dir):
+            print(f"error: run folder {run_dir} is in use by another process", file=sys.stderr)
+            raise SystemExit(EXIT_RUN_FOLDER_BUSY)
+        found = files_of_a_run(run_dir)
+        if found and not self.args.overwrite:
+            refuse(
+                f"run folder {run_dir} already holds a run "
+                f"({', '.join(p.name for p in found[:4])}{', ...' if len(found) > 4 else ''})",
+                [
+                    f"to continue it: --resume {run_dir}",
+                    "to start over: another --run-dir, or --overwrite (moves the old run aside "
+                    f"to {run_dir.name}.replaced-<time>, deleting nothing)",
+                ],
+            )
+        if (run_dir / RunFolderLock.FILE_NAME).is_file():
+            self._lock_run_folder(run_dir)
+
+    def _start_fresh_folder(self) -> None:
+        """The first write of a fresh run: lock the folder, move a previous run aside if
+        --overwrite asked to (one that appeared since the start means another process
+        started there: this one stops as busy), then open the logs."""
+        run_dir = self.run_dir
+        if self.lock is None:
+            self._lock_run_folder(run_dir)
+        found = files_of_a_run(run_dir)
+        if found and self.args.overwrite:
+            print(f"--overwrite: moved the previous run of {run_dir} to {move_run_aside(run_dir)}")
+        elif found:
+            if self.lock is not None:
+                self.lock.release()
+            print(f"error: another process started a run in {run_dir} meanwhile ({found[0].name})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(EXIT_RUN_FOLDER_BUSY)
+        self._open_logs()
+
     def _resumed_args(self, args: ArgsT) -> ArgsT:
         """Lock the checkpoint's run folder, load its newest checkpoint that loads, and return
         its configuration with the flags a resume may change (contradictions are refused)."""
         resume = Path(args.resume)
+        if not resume.exists():
+            refuse("cannot resume", [f"--resume {resume}: no such checkpoint or run folder"])
         if resume.is_dir():
             run_dir = resume.parent if resume.name == "checkpoints" else resume
         else:
             run_dir = resume.resolve().parent.parent
+        contradictions = []
+        if args.run_dir is not None and Path(args.run_dir).resolve() != run_dir.resolve():
+            contradictions.append(
+                f"--run-dir {args.run_dir}: a resumed run continues in its checkpoint's folder "
+                f"{run_dir}; leave --run-dir out (or give that folder)"
+            )
+        if args.overwrite:
+            contradictions.append(
+                "--overwrite starts a run over, --resume continues one: give one of them"
+            )
+        if contradictions:
+            refuse(f"--resume {resume} contradicts other flags", contradictions)
         self._lock_run_folder(run_dir)
+        not_files = entries_not_files(run_dir)
+        if not_files:
+            refuse(f"cannot resume in {run_dir}", [f"{p}: move it away" for p in not_files],
+                   self.lock)  # fmt: skip
         try:
             checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
         except (CheckpointLoadError, UnsafeCheckpointError, FileNotFoundError) as error:
             refuse("cannot resume", [str(error)], self.lock)
+        problems = counter_problems(self.checkpoint)
+        if problems:
+            refuse(f"{checkpoint_file} is inconsistent; it was not resumed", problems, self.lock)
+        foreign = record_conflicts(run_dir, self.checkpoint)
+        if foreign:
+            refuse(
+                f"{checkpoint_file} is not this run's checkpoint (the run was started with "
+                "other flags); it was not resumed",
+                foreign,
+                self.lock,
+            )
         args.resume = str(checkpoint_file)
+        args.run_dir = None  # checked above; the checkpoint's folder is where the run continues
         return resumed_configuration(args, self.checkpoint, run_dir, self.lock)
 
     def _lock_run_folder(self, run_dir: Path) -> None:
@@ -326,7 +488,13 @@ class TrainingRun(Generic[ArgsT]):
 
     def save(self, objects: dict[str, Any]) -> Path:
         """Checkpoint the script's objects (networks, optimisers, buffer, ``envs``, ``obs``)
-        with the run's counters, configuration and RNG states; keep the newest K."""
+        with the run's counters, configuration and RNG states; keep the newest K.
+
+        A write that fails (a full disk, a file-size limit) stops the run with exit status
+        :data:`EXIT_WRITE_FAILED` and a message naming the file and the cause; the previous
+        checkpoints are kept, so the run resumes from the last one once there is room."""
+        if self._logger is None and self.checkpoint is None:
+            self._start_fresh_folder()
         path = checkpoint_path(self.run_dir / "checkpoints", self.global_step)
         payload = {}
         for name, obj in objects.items():
@@ -335,7 +503,13 @@ class TrainingRun(Generic[ArgsT]):
                 payload[name] = obj.detach().clone()
         payload.update({name: getattr(self, name) for name in COUNTERS})
         payload.update({"args": asdict(self.args), "script": script_name(self.args)})
-        save_checkpoint(path, payload)
+        try:
+            save_checkpoint(path, payload)
+        except CheckpointWriteError as error:
+            if self.lock is not None:
+                self.lock.release()
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_WRITE_FAILED) from None
         if self.args.keep_checkpoints > 0:
             # Long runs checkpoint often; older files are only needed for forensics.
             for old in saved_checkpoints(path.parent)[: -self.args.keep_checkpoints]:

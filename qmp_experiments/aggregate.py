@@ -21,18 +21,24 @@ from pathlib import Path
 import numpy as np
 
 from cleanrl_qmp.run_files import atomic_write_text
-from qmp_experiments.plot import load_run
+from qmp_experiments.plot import (
+    RunDataError,
+    distinguish_configurations,
+    load_run,
+    read_metrics,
+)
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
 
 
 def task_columns(run_dir: Path, prefix: str = "eval/") -> tuple[list[str], np.ndarray]:
-    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array.
+    """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array
+    (:class:`~qmp_experiments.plot.RunDataError` naming the file when it is damaged).
 
     ``prefix``: ``"eval/"`` (each task's own policy) or ``"eval_mixture/"`` (the deterministic
     Q-switch mixture that QMP runs also evaluate; no columns, so an empty table, elsewhere)."""
-    with (Path(run_dir) / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    names = [k.split("/", 2)[2] for k in rows[0] if k.startswith(f"{prefix}success/")]
+    columns = [k for k in read_metrics(run_dir)[0] if k.startswith(f"{prefix}success/")]
+    rows = read_metrics(run_dir, numeric=columns)
+    names = [k.split("/", 2)[2] for k in columns]
     table = np.array([[float(r[f"{prefix}success/{n}"]) for n in names] for r in rows])
     return names, table
 
@@ -43,13 +49,17 @@ def mean_over_tasks_iqm(scores: np.ndarray) -> float:
 
 
 def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dict]]:
+    """The summary and per-task rows, one per (env, method); runs configured differently are
+    never pooled (:func:`~qmp_experiments.plot.distinguish_configurations`)."""
+    loaded = distinguish_configurations([load_run(d, "eval/success_mean") for d in run_dirs])
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
-    for run_dir in run_dirs:
-        run = load_run(run_dir, "eval/success_mean")
+    by_dir = {}
+    for run_dir, run in zip(run_dirs, loaded, strict=True):
         groups[(run["env_id"], run["label"])].append(run_dir)
+        by_dir[run_dir] = run
     summary, per_task = [], []
     for (env_id, label), dirs in sorted(groups.items()):
-        runs = [load_run(d, "eval/success_mean") for d in dirs]
+        runs = [by_dir[d] for d in dirs]
         steps = sorted(set.intersection(*(set(r["steps"].tolist()) for r in runs)))
         curves = np.array(
             [[r["values"][r["steps"].tolist().index(s)] for s in steps] for r in runs]
@@ -133,7 +143,10 @@ def main() -> None:
         "--last", type=int, default=3, help="evaluations averaged for the final score"
     )
     args = parser.parse_args()
-    summary, per_task = summarize(args.run_dirs, args.last)
+    try:
+        summary, per_task = summarize(args.run_dirs, args.last)
+    except RunDataError as error:  # a damaged run file: named, no traceback
+        parser.error(str(error))
     for path in write_outputs(summary, per_task, args.out):
         print(path)
     print((args.out.with_name(args.out.name + ".md")).read_text())

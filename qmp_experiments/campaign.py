@@ -24,18 +24,28 @@ floats an AVX2 one does: a campaign continued on another x86 machine stays bit-c
 
 Run folders are ``<root>/<campaign>/<method>/seed_<k>`` (with an ``<env>/`` level when the
 campaign has several environments, and ``<method>__<flag>=<value>`` names for overrides).
+
+Everything that would make every run fail later is refused when the file loads, naming the key:
+a name that becomes part of a path (the file's name, method names, override flags and values)
+outside ``A-Z a-z 0-9 _ . = + -``, unknown env ids, flags the script does not have (read from
+its ``Args`` class, without importing it), flags that the campaign's keys set (``--seed``,
+``--env-id``, ...), seeds that are not distinct integers >= 0, an empty grid.
 """
 
 from __future__ import annotations
 
+import ast
 import itertools
+import os
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tomllib
 
 import cleanrl_qmp
+from cleanrl_qmp.config import BaseArgs, registered_qmp_ids
 
 SCRIPTS_DIR = Path(cleanrl_qmp.__file__).resolve().parent
 BUNDLED_DIR = Path(__file__).resolve().parent / "campaigns"
@@ -142,12 +152,12 @@ class Campaign:
             *run.method.override_flags,
         ]  # fmt: skip
 
-    def resume_command(self, run: Run, checkpoint: Path) -> list[str]:
-        # The campaign's budget is passed again, so raising total_timesteps in the campaign file
-        # extends its finished runs from their last checkpoint (the budget is resumable).
-        script = str(run.local_script())
-        budget = ["--total-timesteps", str(self.total_timesteps)]
-        return [sys.executable, script, "--resume", str(checkpoint), *budget, "--no-progress"]
+    def resume_command(self, run: Run, checkpoint: Path, run_dir: Path) -> list[str]:
+        """The run's whole command again, with ``--resume``: the script then refuses a
+        checkpoint that is not this run's (another script, env, seed or method) and flags the
+        campaign changed since the run started, naming each. The budget and what is kept are
+        resumable, so raising total_timesteps extends finished runs from their checkpoint."""
+        return [*self.fresh_command(run, run_dir), "--resume", str(checkpoint)]
 
 
 def check_subset(campaign: str, kind: str, chosen: list | None, available: list) -> None:
@@ -170,10 +180,89 @@ def _strings(value, where: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def _positive_int(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{where} must be a positive integer, got {value!r}")
+def _positive_int(value, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{where} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+# A name that becomes part of a run folder's path: no separators, no "..", no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,199}")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_.=+-]{1,100}")
+# Flags the driver gives every run from the campaign's keys: a campaign's flags must not.
+DRIVER_FLAGS = {
+    "env_id": "env_ids", "seed": "seeds", "total_timesteps": "total_timesteps",
+    "checkpoint_every": "checkpoint_every", "run_dir": "the results root",
+    "resume": "the driver", "overwrite": "the driver",
+}  # fmt: skip
+
+
+def safe_name(value: str, where: str, pattern: re.Pattern = SAFE_NAME) -> str:
+    """``value`` if it is safe as part of a path, else a ValueError naming ``where``."""
+    if not pattern.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{where} = {value!r}: it becomes part of run folders' paths, so it may hold only "
+            "letters, digits and _ . = + - (no '/', no '..', not starting with '.' or '-')"
+        )
+    return value
+
+
+def script_flags(script: Path) -> frozenset[str] | None:
+    """The fields of ``script``'s ``Args(BaseArgs)`` dataclass, read from its source without
+    importing it; None when the script defines no such class (its flags are not checked)."""
+    try:
+        tree = ast.parse(script.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or node.name != "Args":
+            continue
+        bases = [getattr(base, "id", getattr(base, "attr", None)) for base in node.bases]
+        if "BaseArgs" in bases:
+            own = {
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+            return frozenset(own | {f.name for f in fields(BaseArgs)})
+    return None
+
+
+def flag_problems(tokens: tuple[str, ...], known: frozenset[str] | None, where: str) -> list[str]:
+    """Flags in ``tokens`` that the script lacks or that the campaign's keys set."""
+    problems = []
+    for token in tokens:
+        if not token.startswith("--") or token == "--":
+            continue
+        name = token[2:].split("=", 1)[0].replace("-", "_")
+        base = name[3:] if name.startswith("no_") and name not in (known or ()) else name
+        if base in DRIVER_FLAGS:
+            problems.append(f"{where}: {token} is set by {DRIVER_FLAGS[base]}, not by flags")
+        elif known is not None and base not in known:
+            problems.append(f"{where}: {token} is not a flag of the script")
+    return problems
+
+
+def _seeds(value, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{where} must be a non-empty list of integers, got {value!r}")
+    for k, seed in enumerate(value):
+        _positive_int(seed, f"{where}[{k}]", minimum=0)
+        if seed >= 2**32:  # numpy's legacy seeding takes 32 bits
+            raise ValueError(f"{where}[{k}] must be below 2**32, got {seed}")
+    duplicates = sorted({s for s in value if value.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"{where} repeats {duplicates}: each seed is one run")
+    return tuple(value)
+
+
+def _unique(values: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if not values:
+        raise ValueError(f"{where} is empty: the grid would hold no runs")
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"{where} repeats {duplicates}")
+    return values
 
 
 def load_campaign(name_or_path: str | Path) -> Campaign:
@@ -197,6 +286,8 @@ def load_campaign(name_or_path: str | Path) -> Campaign:
     missing, unknown = REQUIRED - set(data), set(data) - REQUIRED - OPTIONAL
     if missing or unknown:
         raise ValueError(f"{path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    if not isinstance(data["methods"], list) or not data["methods"]:
+        raise ValueError(f"{path}: methods must be a non-empty list of [[methods]] tables")
     methods = []
     for k, entry in enumerate(data["methods"]):
         where = f"{path}: methods[{k}]"
@@ -206,42 +297,75 @@ def load_campaign(name_or_path: str | Path) -> Campaign:
             raise ValueError(
                 f"{where} has unknown keys {sorted(set(entry) - {'name', 'script', 'flags'})}"
             )
-        methods.append(
-            Method(
-                str(entry["name"]), str(entry["script"]), _strings(entry.get("flags", []), where)
-            )
-        )
+        name = safe_name(str(entry["name"]), f"{where}.name")
+        methods.append(Method(name, str(entry["script"]), _strings(entry.get("flags", []), where)))
     names = [m.name for m in methods]
-    if len(set(names)) != len(names) or not names:
-        raise ValueError(f"{path}: method names must be unique and non-empty, got {names}")
-    seeds = data["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: method names must be unique, got {names}")
     overrides = data.get("overrides", {})
     if not isinstance(overrides, dict):
         raise ValueError(f"{path}: overrides must be a table of flag = [values]")
+    override_grid = []
+    for flag, values in overrides.items():
+        where = f"{path}: overrides.{flag!r}"
+        if not re.fullmatch(r"--[a-z][a-z0-9-]*", flag):
+            raise ValueError(f'{where}: the key must be a flag like "--batch-size"')
+        values = _unique(_strings(values, where), where)
+        for k, value in enumerate(values):
+            safe_name(value, f"{where}[{k}]", SAFE_VALUE)
+        override_grid.append((flag, values))
     pin_float_profile = data.get("pin_float_profile", False)
     if not isinstance(pin_float_profile, bool):
         raise ValueError(
             f"{path}: pin_float_profile must be true or false, got {pin_float_profile!r}"
         )
+    env_ids = _unique(_strings(data["env_ids"], f"{path}: env_ids"), f"{path}: env_ids")
+    for k, env_id in enumerate(env_ids):
+        if env_id not in registered_qmp_ids():
+            raise ValueError(
+                f"{path}: env_ids[{k}] = {env_id!r} is not a registered environment; "
+                f"registered: {', '.join(registered_qmp_ids())}"
+            )
     campaign = Campaign(
-        name=path.stem,
-        env_ids=_strings(data["env_ids"], f"{path}: env_ids"),
+        name=safe_name(path.stem, f"{path}: the campaign's name (the file name)"),
+        env_ids=env_ids,
         total_timesteps=_positive_int(data["total_timesteps"], f"{path}: total_timesteps"),
-        seeds=tuple(seeds),
+        seeds=_seeds(data["seeds"], f"{path}: seeds"),
         methods=tuple(methods),
         checkpoint_every=_positive_int(data["checkpoint_every"], f"{path}: checkpoint_every"),
-        keep_checkpoints=int(data.get("keep_checkpoints", 2)),
-        flags=_strings(data.get("flags", []), f"{path}: flags"),
-        overrides=tuple(
-            (flag, _strings(values, f"{path}: overrides.{flag}"))
-            for flag, values in overrides.items()
+        keep_checkpoints=_positive_int(
+            data.get("keep_checkpoints", 2), f"{path}: keep_checkpoints", minimum=0
         ),
+        flags=_strings(data.get("flags", []), f"{path}: flags"),
+        overrides=tuple(override_grid),
         pin_float_profile=pin_float_profile,
         source=path.resolve(),
     )
-    for run in campaign.runs():
-        if not run.script.is_file():
-            raise ValueError(f"{path}: method {run.method.name}'s script {run.script} not found")
+    check_runs(campaign, path)
     return campaign
+
+
+def check_runs(campaign: Campaign, path: Path) -> None:
+    """Every run's script exists and has every flag given to it; every run folder stays
+    inside the results root (names were checked as they were read)."""
+    problems: list[str] = []
+    checked: set[str] = set()
+    for run in campaign.runs():
+        method = run.method
+        if not run.script.is_file():
+            raise ValueError(f"{path}: method {method.name}'s script {run.script} not found")
+        folder = os.path.normpath(run.folder)
+        if os.path.isabs(folder) or folder.split(os.sep)[0] != campaign.name:
+            raise ValueError(f"{path}: run folder {run.folder!r} leaves the results root")
+        base_name = method.name.split("__", 1)[0]
+        if base_name in checked:
+            continue
+        checked.add(base_name)
+        known = script_flags(run.script)
+        k = [m.name for m in campaign.methods].index(base_name)
+        problems += flag_problems(method.flags, known, f"methods[{k}].flags")
+        problems += flag_problems(campaign.flags, known, "flags")
+        problems += flag_problems(tuple(flag for flag, _ in campaign.overrides), known, "overrides")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise ValueError(f"{path}: " + "; ".join(unique))

@@ -76,22 +76,84 @@ def run_label(args: dict) -> str:
     return label
 
 
+class RunDataError(ValueError):
+    """A run folder's file that cannot be read as a run wrote it; the message names the file
+    (and line) and what is wrong."""
+
+
+def read_args(run_dir: Path) -> dict:
+    """A run's ``args.json`` as a dict with a string ``env_id``, or :class:`RunDataError`."""
+    path = Path(run_dir) / "args.json"
+    try:
+        args = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # missing, a folder, not UTF-8, not JSON
+        raise RunDataError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(args, dict) or not isinstance(args.get("env_id"), str):
+        raise RunDataError(f"{path}: not a run's arguments (no env_id)")
+    return args
+
+
+def read_metrics(run_dir: Path, numeric: Sequence[str] = ()) -> list[dict[str, str]]:
+    """A run's ``metrics.csv`` rows, each checked: every field present, ``global_step`` an
+    integer and the ``numeric`` columns numbers; else :class:`RunDataError` naming the line."""
+    path = Path(run_dir) / "metrics.csv"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise RunDataError(f"{path}: not a readable CSV file ({error})") from None
+    if not rows:
+        raise RunDataError(f"{path}: no evaluation rows")
+    for missing in ("global_step", *numeric):
+        if missing not in rows[0]:
+            raise RunDataError(f"{path}: no column {missing!r}")
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise RunDataError(f"{path} line {line}: {len(rows[0])} fields expected")
+        try:
+            int(row["global_step"])
+            for column in numeric:
+                float(row[column])
+        except ValueError as error:
+            raise RunDataError(f"{path} line {line}: not a number ({error})") from None
+    return rows
+
+
+def read_selection(run_dir: Path) -> list[dict]:
+    """A run's ``selection.jsonl`` records ([] without the file), each checked."""
+    path = Path(run_dir) / "selection.jsonl"
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunDataError(f"{path}: not a readable file ({error})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            matrix = np.asarray(record["matrix"], dtype=float)
+            ok = isinstance(record["global_step"], int) and isinstance(record["names"], list)
+            if not ok or matrix.ndim != 2 or matrix.shape[1] != len(record["names"]):
+                raise ValueError("not a selection record (global_step, names, matrix)")
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunDataError(f"{path} line {number}: {error}") from None
+        records.append(record)
+    return records
+
+
 def load_run(run_dir: Path, metric: str) -> dict:
+    """A run's configuration, ``metric`` curve and selection records; a damaged file raises
+    :class:`RunDataError` naming it."""
     run_dir = Path(run_dir)
-    args = json.loads((run_dir / "args.json").read_text())
-    with (run_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows or metric not in rows[0]:
-        raise ValueError(f"{run_dir}/metrics.csv has no column {metric!r}")
-    selection = []
-    if (run_dir / "selection.jsonl").exists():
-        selection = [
-            json.loads(line) for line in (run_dir / "selection.jsonl").read_text().splitlines()
-        ]
+    args = read_args(run_dir)
+    rows = read_metrics(run_dir, numeric=(metric,))
+    selection = read_selection(run_dir)
     qmp = args.get("qmp", False)
     return {
         "env_id": args["env_id"],
         "label": run_label(args),
+        "args": args,
         "qmp": qmp,
         "steps": np.array([int(r["global_step"]) for r in rows]),
         "values": np.array([float(r[metric]) for r in rows]),
@@ -99,10 +161,51 @@ def load_run(run_dir: Path, metric: str) -> dict:
     }
 
 
+# args.json fields that say how a run was run, shown or kept, not what was run: runs that differ
+# only in these pool as seeds of one method (exp_name is in the label already).
+RUN_ONLY_FIELDS = frozenset(
+    {
+        "seed", "run_dir", "resume", "overwrite", "progress", "track", "wandb_project_name",
+        "wandb_entity", "total_timesteps", "checkpoint_every", "keep_checkpoints", "log_every",
+        "capture_video", "cuda", "demo", "exp_name",
+    }
+)  # fmt: skip
+
+
+def distinguish_configurations(runs: list[dict]) -> list[dict]:
+    """Give runs that share a label but were configured differently (a campaign's
+    ``[overrides]``: ``--batch-size 8`` and ``16``) labels of their own, the differing fields
+    appended, so they are never pooled as seeds of one method. A field only some runs record
+    (written by an older version) does not split them.
+
+    >>> runs = [{"env_id": "e", "label": "m", "args": {"batch_size": b, "seed": s}}
+    ...         for b, s in ((8, 1), (16, 1), (8, 2))]
+    >>> [r["label"] for r in distinguish_configurations(runs)]
+    ['m [batch_size=8]', 'm [batch_size=16]', 'm [batch_size=8]']
+    """
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[(run["env_id"], run["label"])].append(run)
+    out = {id(run): run for run in runs}
+    for members in groups.values():
+        shared = set.intersection(*(set(m.get("args", {})) for m in members)) - RUN_ONLY_FIELDS
+        differ = sorted(k for k in shared if len({json.dumps(m["args"][k]) for m in members}) > 1)
+        for member in members if differ else ():
+            values = ", ".join(f"{k}={_shown(member['args'][k])}" for k in differ)
+            out[id(member)] = {**member, "label": f"{member['label']} [{values}]"}
+    return [out[id(run)] for run in runs]
+
+
+def _shown(value) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
 def group_curves(runs: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (env, label): the eval steps all its runs share, and IQM with a 95% band."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for run in runs:
+    for run in distinguish_configurations(runs):
         groups[(run["env_id"], run["label"])].append(run)
     curves = {}
     for key, members in groups.items():
@@ -128,7 +231,7 @@ def plot_runs(
     selection: bool = True,
 ) -> list[Path]:
     """Learning curves of ``metric``; with ``selection``, also the QMP selection outputs."""
-    runs = [load_run(Path(d), metric) for d in run_dirs]
+    runs = distinguish_configurations([load_run(Path(d), metric) for d in run_dirs])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -261,7 +364,11 @@ def main() -> None:
     parser.add_argument("--out", default="plots", help="output folder for the PNGs")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help="CSV column to plot")
     args = parser.parse_args()
-    for path in plot_runs(args.run_dirs, args.out, args.metric):
+    try:
+        written = plot_runs(args.run_dirs, args.out, args.metric)
+    except RunDataError as error:  # a damaged run file: named, no traceback
+        parser.error(str(error))
+    for path in written:
         print(path)
 
 

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,9 +46,12 @@ from cleanrl_qmp.checkpoints import newest_readable_checkpoint
 from cleanrl_qmp.float_profile import PINNED_ENVIRONMENT
 from cleanrl_qmp.run_files import (
     EXIT_RUN_FOLDER_BUSY,
+    EXIT_WRITE_FAILED,
     RunFolderBusy,
     RunFolderLock,
     atomic_write_text,
+    entries_not_files,
+    files_of_a_run,
 )
 from qmp_experiments.campaign import Campaign, Run, load_campaign
 
@@ -59,16 +63,36 @@ def report(message: str) -> None:
 
 
 # -- one run ---------------------------------------------------------------------------------
-def is_finished(run_dir: Path, total_timesteps: int, say=report) -> bool:
-    """Finished when ``timing.json`` (written after the final evaluation and checkpoint) says
-    so; a damaged ``timing.json`` is reported with its path and the run counts as unfinished."""
+def finished_steps(run_dir: Path, say=report) -> int | None:
+    """The env steps ``timing.json`` (written after the final evaluation and checkpoint) says
+    the run finished at; None when absent, or when it is not a file or holds no step count
+    (reported with its path: the run then counts as unfinished)."""
     timing = run_dir / "timing.json"
-    if timing.is_file():
-        try:
-            return int(json.loads(timing.read_text())["env_steps"]) >= total_timesteps
-        except (ValueError, KeyError, TypeError) as error:
-            say(f"{timing} is damaged ({type(error).__name__}); the run resumes")
-    return False
+    if not os.path.lexists(timing):
+        return None
+    if not timing.is_file():
+        say(f"{timing} is not a file; the run counts as unfinished")
+        return None
+    try:
+        steps = json.loads(timing.read_text())["env_steps"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        say(f"{timing} is damaged ({type(error).__name__}); the run resumes")
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        say(f"{timing} is damaged (env_steps {steps!r} is not a step count); the run resumes")
+        return None
+    return steps
+
+
+def is_finished(run_dir: Path, total_timesteps: int, say=report) -> bool:
+    """Finished when ``timing.json`` says the run reached ``total_timesteps``."""
+    steps = finished_steps(run_dir, say)
+    return steps is not None and steps >= total_timesteps
+
+
+class RunNotStartable(Exception):
+    """A run folder the driver cannot continue nor start without losing something; the
+    message says why and what to do."""
 
 
 @dataclass
@@ -149,11 +173,47 @@ def launch(
 
 
 def choose_command(campaign: Campaign, run: Run, run_dir: Path, say=report) -> list[str]:
-    """Resume from the newest readable checkpoint (setting truncated ones aside), else start."""
+    """Resume from the newest readable checkpoint (setting truncated ones aside), else start;
+    a run killed before its first checkpoint starts over, its partial files moved aside."""
+    problems = entries_not_files(run_dir)
+    if problems:
+        raise RunNotStartable(f"{'; '.join(problems)}: move it away")
     checkpoint = newest_readable_checkpoint(run_dir / "checkpoints", report=say)
     if checkpoint is not None:
-        return campaign.resume_command(run, checkpoint)
-    return campaign.fresh_command(run, run_dir)
+        return campaign.resume_command(run, checkpoint, run_dir)
+    command = campaign.fresh_command(run, run_dir)
+    if not files_of_a_run(run_dir):
+        return command
+    steps = finished_steps(run_dir, say=lambda _: None)
+    if steps is not None:
+        raise RunNotStartable(
+            f"{run_dir} finished at {steps} env steps and has no checkpoint to extend it to "
+            f"{campaign.total_timesteps}: restore its checkpoints, or move it away to start over"
+        )
+    say(f"{run_dir}: no checkpoint to resume from; starting over (--overwrite moves its files "
+        "aside)")  # fmt: skip
+    return [*command, "--overwrite"]
+
+
+def script_refusal(log_path: Path) -> str:
+    """The error lines the training script printed last in ``log_path`` (its refusal)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    last_run = text.rsplit("\n$ ", 1)[-1].splitlines()
+    start = next((i for i, line in enumerate(last_run) if line.startswith("error:")), None)
+    if start is None:
+        return ""
+    return " ".join(line.strip() for line in last_run[start : start + 8])
+
+
+def run_folder(root: Path, run: Run) -> Path:
+    """``root / run.folder``, refused if it would lie outside ``root``."""
+    folder = Path(os.path.normpath(root / run.folder))
+    if not folder.is_relative_to(Path(os.path.normpath(root))):
+        raise RunNotStartable(f"run folder {run.folder!r} lies outside the results root {root}")
+    return folder
 
 
 def execute_run(
@@ -166,7 +226,10 @@ def execute_run(
     say=report,
 ) -> Outcome:
     """Train (or resume) one run in ``root / run.folder`` unless it is finished or busy."""
-    run_dir = root / run.folder
+    try:
+        run_dir = run_folder(root, run)
+    except RunNotStartable as error:
+        return Outcome(run.folder, "failed", detail=str(error))
     if is_finished(run_dir, campaign.total_timesteps, say):
         return Outcome(run.folder, "skipped")
     if CHILDREN.stopping.is_set():
@@ -184,16 +247,28 @@ def execute_run(
             time.sleep(1.0)
     try:
         command = [*choose_command(campaign, run, run_dir, say), *extra_flags]
+    except RunNotStartable as error:
+        return Outcome(run.folder, "failed", detail=str(error))
     finally:
         lock.release()
     start = time.perf_counter()
-    code = launch(command, run_dir / "train.log", threads, campaign.pin_float_profile)
+    log = run_dir / "train.log"
+    code = launch(command, log, threads, campaign.pin_float_profile)
     minutes = (time.perf_counter() - start) / 60
     if code == 0 and is_finished(run_dir, campaign.total_timesteps, say):
         return Outcome(run.folder, "done", minutes)
     if code == EXIT_RUN_FOLDER_BUSY:
         return Outcome(run.folder, "busy", minutes, f"{run_dir} is in use by another process")
-    return Outcome(run.folder, "failed", minutes, f"exit {code}, see {run_dir / 'train.log'}")
+    refusal = script_refusal(log)
+    if code == 2 and "--resume" in command and refusal:
+        refusal += (
+            " (the run's checkpoint is another run's, or the campaign's flags changed since it "
+            "started: restore them to finish it, or move the run folder away to start over)"
+        )
+    elif code == EXIT_WRITE_FAILED and refusal:
+        refusal += " (its previous checkpoint is kept: free space, then run the campaign again)"
+    detail = f"exit {code}: {refusal}" if refusal else f"exit {code}, see {log}"
+    return Outcome(run.folder, "failed", minutes, detail)
 
 
 def print_outcome(outcome: Outcome) -> None:
@@ -244,30 +319,130 @@ def remote_execute(
 
 
 def pack_run_folder(run_dir: Path) -> bytes:
-    """The run folder as a gzipped tar, without checkpoints (they stay on the node)."""
+    """The run folder as a gzipped tar of its regular files, without checkpoints (they stay on
+    the node) and without symbolic links (a link would point into the node's filesystem)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for path in sorted(run_dir.rglob("*")):
             relative = path.relative_to(run_dir)
-            if path.is_file() and relative.parts[0] != "checkpoints" and path.name != ".lock":
+            if path.is_symlink() or not path.is_file():
+                continue
+            if relative.parts[0] != "checkpoints" and path.name != ".lock":
                 archive.add(path, arcname=str(relative))
     return buffer.getvalue()
 
 
+class UnsafeArchiveError(ValueError):
+    """A collected run folder's archive holds a member that is not a plain file inside it."""
+
+
+def archive_problem(member: tarfile.TarInfo) -> str | None:
+    """Why ``member`` may not be written into a run folder (None: a plain relative file)."""
+    name = Path(member.name)
+    if name.is_absolute() or ".." in name.parts or not name.parts:
+        return "a path outside the run folder"
+    if member.issym() or member.islnk():
+        return f"a {'symbolic' if member.issym() else 'hard'} link to {member.linkname!r}"
+    if not member.isfile():
+        return "not a regular file"
+    return None
+
+
 def unpack_run_folder(archive: bytes, run_dir: Path) -> None:
-    """Write a collected run folder; ``timing.json`` (the finished marker) lands last."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Write a collected run folder; ``timing.json`` (the finished marker) lands last. An
+    archive with a member that is not a plain file inside the folder (a link, an absolute or
+    ``..`` path, a device) is refused whole, naming the member, before anything is written."""
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        members = sorted(tar.getmembers(), key=lambda m: m.name == "timing.json")
+        members = [m for m in tar.getmembers() if not m.isdir()]
         for member in members:
+            problem = archive_problem(member)
+            if problem is not None:
+                raise UnsafeArchiveError(
+                    f"the archive collected for {run_dir} holds {member.name!r}, {problem}: "
+                    "refused, nothing of it was written"
+                )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for member in sorted(members, key=lambda m: m.name == "timing.json"):
             data = tar.extractfile(member)
-            if data is None or Path(member.name).is_absolute() or ".." in Path(member.name).parts:
-                continue
+            assert data is not None  # a regular file, checked above
             target = run_dir / member.name
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".tmp")
             tmp.write_bytes(data.read())
             tmp.replace(target)
+
+
+RAY_CONNECT_SECONDS = 60.0
+START_A_CLUSTER = (
+    "start one with `ray start --head --port=6379` (then pass --ray-address <that host>:6379), "
+    "or leave --ray-address out to run on this machine's process pool"
+)
+
+
+def ray_auto_address() -> str | None:
+    """The address Ray's ``auto`` would connect to (RAY_ADDRESS, the last ``ray start`` of
+    this machine, a running cluster's GCS), or None when there is none."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        return get_ray_address_from_environment("auto", None)
+    except Exception:  # noqa: BLE001 - ConnectionError when none; any other failure: none either
+        return None
+
+
+def ray_address_problem(address: str, timeout: float = RAY_CONNECT_SECONDS) -> str | None:
+    """Why no Ray cluster answers at ``address`` (``host:port``, ``ray://host:port`` or
+    ``auto``), found within ``timeout`` seconds by a TCP connection to its head; None when
+    something listens there (ray.init then connects)."""
+    tried = address
+    if address == "auto":
+        found = ray_auto_address()
+        if found is None:
+            return (
+                "--ray-address auto: no running Ray cluster was found on this machine (nor in "
+                f"RAY_ADDRESS); {START_A_CLUSTER}"
+            )
+        tried, address = f"auto ({found})", found
+    match = re.fullmatch(r"(?:ray://)?\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})", address)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        return (
+            f"--ray-address {tried!r} is not host:port (e.g. 10.0.0.5:6379) nor auto; "
+            f"{START_A_CLUSTER}"
+        )
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or error
+        return (
+            f"--ray-address {tried}: no Ray cluster at {host}:{port} ({reason} within "
+            f"{timeout:g} s); {START_A_CLUSTER}"
+        )
+
+
+def connect_to_ray(address: str, timeout: float) -> None:
+    """``ray.init(address)`` within ``timeout`` seconds, else one line naming the address and
+    how to start a cluster, and exit 2 (Ray itself would wait forever on a port that accepts
+    connections but is not a Ray head)."""
+    import ray
+
+    def give_up(why: str) -> None:
+        print(f"error: --ray-address {address}: {why}; {START_A_CLUSTER}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(2)  # a Ray client stuck connecting holds threads that would block exit
+
+    # A watchdog, so ray.init runs in the main thread as Ray expects.
+    watchdog = threading.Timer(timeout, give_up, [f"no Ray cluster answered within {timeout:g} s"])
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as error:  # noqa: BLE001 - Ray raises many kinds; one line says which
+        watchdog.cancel()
+        give_up(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+    watchdog.cancel()
 
 
 def run_ray(
@@ -279,11 +454,12 @@ def run_ray(
     gpus: float,
     retries: int,
     force_collect: bool = False,
+    connect_timeout: float = RAY_CONNECT_SECONDS,
 ) -> list:
     """Every run as one Ray task on the cluster at ``address``."""
     import ray
 
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    connect_to_ray(address, connect_timeout)
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     # Nodes that see this file with this token share the results folder.
@@ -307,8 +483,12 @@ def run_ray(
             except Exception as error:  # the task failed beyond its retries
                 outcome = Outcome(run.folder, "failed", detail=f"{type(error).__name__}: {error}")
             if outcome.archive is not None:
-                unpack_run_folder(outcome.archive, root / run.folder)
-                outcome.archive, outcome.detail = None, "collected through Ray"
+                try:
+                    unpack_run_folder(outcome.archive, run_folder(root, run))
+                    outcome.detail = "collected through Ray"
+                except (UnsafeArchiveError, RunNotStartable, tarfile.TarError) as error:
+                    outcome.status, outcome.detail = "failed", str(error)
+                outcome.archive = None
             print_outcome(outcome)
             outcomes.append(outcome)
     finally:
@@ -320,24 +500,42 @@ def run_ray(
 
 
 # -- report ----------------------------------------------------------------------------------
+# The metrics a campaign's report plots (the first also goes into its tables).
+REPORTED_METRICS = ("eval/success_mean", "eval/return_mean")
+
+
 def report_campaign(campaign: Campaign, root: Path) -> None:
     """Aggregate table, per-task table, learning curves and selection outputs of the finished
-    runs (a run still in progress would cut every curve of its method to its length)."""
-    from qmp_experiments.aggregate import summarize, write_outputs
-    from qmp_experiments.plot import plot_runs
+    runs (a run still in progress would cut every curve of its method to its length). A run
+    whose files are damaged is named, with the file, and left out."""
+    from qmp_experiments.aggregate import summarize, task_columns, write_outputs
+    from qmp_experiments.plot import RunDataError, load_run, plot_runs
 
     out = root / campaign.name
-    started = [root / run.folder for run in campaign.runs()]
-    started = [d for d in started if (d / "metrics.csv").is_file()]
-    run_dirs = [d for d in started if is_finished(d, campaign.total_timesteps)]
-    if len(run_dirs) < len(started):
-        report(f"{campaign.name}: {len(started) - len(run_dirs)} unfinished runs left out")
+    run_dirs, unfinished = [], 0
+    for run in campaign.runs():
+        run_dir = root / run.folder
+        if not files_of_a_run(run_dir):
+            continue  # not started
+        if not is_finished(run_dir, campaign.total_timesteps):
+            unfinished += 1
+            continue
+        try:  # every file the report reads, checked before any table or plot is written
+            for metric in REPORTED_METRICS:
+                load_run(run_dir, metric)
+            task_columns(run_dir)
+        except RunDataError as error:
+            report(f"{campaign.name}: left out {run.folder}: {error}")
+            continue
+        run_dirs.append(run_dir)
+    if unfinished:
+        report(f"{campaign.name}: {unfinished} unfinished runs left out")
     if not run_dirs:
         report(f"{campaign.name}: no finished runs under {out} yet")
         return
     summary, per_task = summarize(run_dirs)
     written = [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]
-    written += plot_runs(run_dirs, out, "eval/return_mean", selection=False)
+    written += plot_runs(run_dirs, out, REPORTED_METRICS[1], selection=False)
     for path in written:
         report(f"wrote {path}")
 
@@ -358,6 +556,12 @@ def main(argv: list[str] | None = None) -> None:
     ray_group.add_argument(
         "--ray-address", help="run on this Ray cluster (host:port, or auto for the one joined)"
     )
+    ray_group.add_argument(
+        "--ray-connect-timeout",
+        type=float,
+        default=RAY_CONNECT_SECONDS,
+        help="seconds to wait for the cluster before giving up",
+    )
     ray_group.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs of each run")
     ray_group.add_argument(
         "--ray-retries", type=int, default=3, help="retries of a run whose worker or node died"
@@ -375,11 +579,19 @@ def main(argv: list[str] | None = None) -> None:
             )
     if args.gpus_per_run < 0 or args.ray_retries < 0:
         parser.error("--gpus-per-run and --ray-retries must not be negative")
+    if not args.ray_connect_timeout > 0:
+        parser.error(f"--ray-connect-timeout must be > 0, got {args.ray_connect_timeout}")
     try:
         campaign = load_campaign(args.campaign)
         runs = campaign.runs(args.seeds, args.methods)
     except ValueError as error:
         parser.error(str(error))
+
+    if args.ray_address and not args.report_only:
+        problem = ray_address_problem(args.ray_address, min(args.ray_connect_timeout, 10.0))
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
 
     outcomes: list[Outcome] = []
     if not args.report_only:
@@ -404,6 +616,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.gpus_per_run,
                 args.ray_retries,
                 args.ray_collect,
+                args.ray_connect_timeout,
             )
         else:
             outcomes = run_local(campaign, todo, args.root, args.jobs, args.threads_per_run)

@@ -121,6 +121,8 @@ def test_a_checkpoint_whose_args_disagree_with_its_networks_is_named(no_qmp_run,
     run_dir = tmp_path / "run"
     os.system(f"cp -r {no_qmp_run} {run_dir}")
     path = resaved(run_dir, lambda p: p["args"].update(env_id="qmp/PointReach-v0"))
+    # Without the run's record of its start, which would refuse it first (test_failure_modes_runs).
+    (run_dir / "args.json").unlink()
     before = snapshot(run_dir)
     err = refused(sac_qmp, ["--resume", str(path)], capsys)
     assert "does not fit sac_qmp.py with --env-id qmp/PointReach-v0" in err

@@ -140,10 +140,20 @@ def test_cli_exposes_qmp_switch_and_resume(name):
     assert "--qmp" in out.stdout and "--no-qmp" in out.stdout and "--resume" in out.stdout
 
 
-def test_a_fresh_run_in_a_used_folder_replaces_its_logs(tmp_path):
+def test_a_fresh_run_in_a_used_folder_is_refused_or_moves_the_old_run_aside(tmp_path, capsys):
     run_dir = tmp_path / "reused"
-    for _ in range(2):
+    sac_qmp.main(tiny_args(run_dir, total_timesteps=300, checkpoint_every=0))
+    first = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as refused:
         sac_qmp.main(tiny_args(run_dir, total_timesteps=300, checkpoint_every=0))
+    assert refused.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == first
+    sac_qmp.main(tiny_args(run_dir, total_timesteps=300, checkpoint_every=0, overwrite=True))
+    (aside,) = tmp_path.glob("reused.replaced-*")
+    assert f"moved the previous run of {run_dir} to {aside}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.is_file()} == {
+        k: v for k, v in first.items() if k != ".lock"
+    }
     assert len((run_dir / "selection.jsonl").read_text().splitlines()) == 1
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     assert [int(r["global_step"]) for r in read_metrics(run_dir)] == [300]
