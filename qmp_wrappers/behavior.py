@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import RecordConstructorArgs
 
+from qmp_envs import validation
 from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
@@ -95,6 +96,7 @@ class QMPBehaviorWrapper(
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        seed = validation.seed("seed", seed)  # NumPy integers too (Gymnasium refuses them)
         obs, info = self.env.reset(seed=seed, options=options)
         self.qmp.after_reset(obs, seed)
         return obs, info
