@@ -15,7 +15,7 @@ string or a complex number, a boolean or complex array, NaN or inf.
 Traceback (most recent call last):
 ...
 qmp_envs.validation.InputTypeError: num_envs must be an integer >= 1, got True (a bool is not a \
-number: pass 1 or 0)
+number here)
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ def _range_text(minimum: float | None, maximum: float | None, above: float | Non
 
 def _refuse_bool(name: str, value: Any, kind: str) -> None:
     if isinstance(value, bool | np.bool_):
-        raise InputTypeError(
-            f"{name} must be {kind}, got {value!r} (a bool is not a number: pass 1 or 0)"
-        )
+        raise InputTypeError(f"{name} must be {kind}, got {value!r} (a bool is not a number here)")
 
 
 def integer(
@@ -161,12 +159,12 @@ def real_array(
     Args:
         name: how the message names the array (``"action"``).
         value: the array-like to check.
-        dtype: the dtype of the returned array.
+        dtype: the dtype of the returned array; None keeps the given one.
         shape: the required shape, if any.
         context: appended to every message (e.g. ``" for PointReachEnv"``).
 
     Returns:
-        ``np.asarray(value, dtype=dtype)``.
+        ``np.asarray(value, dtype=dtype)`` (no copy where ``value`` is already such an array).
 
     Raises:
         InputTypeError: ``value`` is not an array of real numbers.
@@ -198,7 +196,8 @@ def real_array(
         )
     if shape is not None and array.shape != tuple(shape):
         raise InputError(f"{name} has shape {array.shape}, expected {tuple(shape)}{context}")
-    array = np.asarray(array, dtype=dtype)
+    if dtype is not None:
+        array = np.asarray(array, dtype=dtype)
     if kind == "f" and not np.isfinite(array).all():
         raise InputError(f"{name} contains NaN or inf{context}: {non_finite_text(array)}")
     return array

@@ -61,6 +61,12 @@ class QMPBehaviorWrapper(
     with the guide mixture, ``info["qmp_choice_made"]`` (an ``np.bool_``) says whether this
     step started a guided segment.
 
+    Refused with a clear error: options of the wrong kind or range (a bool as a count, a NaN
+    temperature), agent actions that are boolean, complex, wrongly shaped or not finite, an
+    observation with NaN or inf when the Q-switch would score on it, and an extra policy's
+    proposal outside the action space. NumPy integers and floats are accepted for every option
+    and seed, and torch tensors (also with ``requires_grad``) for actions.
+
     The constructor arguments are recorded (``gym.make(env.spec)`` rebuilds the wrapper);
     ``env.spec.to_json()`` raises ``TypeError`` when callables (``extra_policies``,
     ``task_id_fn``, ``relabel_fn``) were given, as JSON cannot hold them.

@@ -50,7 +50,7 @@ def executed_actions(infos: Any, n_envs: int, action_dim: int | None = None) -> 
         rows = infos["qmp_action"]
         expected = None if action_dim is None else (n_envs, action_dim)
         actions = validation.real_array(
-            "infos['qmp_action']", rows, shape=expected, context=" (one row per env)"
+            "infos['qmp_action']", rows, dtype=None, shape=expected, context=" (one row per env)"
         )
         if expected is None and (actions.ndim != 2 or len(actions) != n_envs):
             raise validation.InputError(
@@ -69,7 +69,9 @@ def executed_actions(infos: Any, n_envs: int, action_dim: int | None = None) -> 
         raise KeyError(missing)
     expected_row = None if action_dim is None else (action_dim,)
     rows = [
-        validation.real_array(f"infos[{i}]['qmp_action']", info["qmp_action"], shape=expected_row)
+        validation.real_array(
+            f"infos[{i}]['qmp_action']", info["qmp_action"], dtype=None, shape=expected_row
+        )
         for i, info in enumerate(infos)
     ]
     if any(row.ndim != 1 or row.shape != rows[0].shape for row in rows):
