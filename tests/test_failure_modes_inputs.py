@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import qmp_envs
 from cleanrl_qmp import sac_qmp
 from cleanrl_qmp.config import PRESETS, SEED_MAX, base_problems, parse_command_line
 from cleanrl_qmp.run_memory import (
@@ -535,7 +534,3 @@ def test_machine_memory_reads_meminfo_and_falls_back_to_sysconf(tmp_path):
     assert machine_memory(meminfo) == MachineMemory(total=2 * 2**20, available=2**19)
     fallback = machine_memory(tmp_path / "missing")
     assert fallback.total > 0 and fallback.available > 0
-
-
-def test_the_package_reexports_stay_importable():
-    assert qmp_envs.evaluate_policy is evaluate_policy
