@@ -286,15 +286,23 @@ def parse_env_options(env_id: str, options: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
+#: The seeds NumPy's global generator takes (``np.random.seed``: 0 to 2**32 - 1).
+SEED_MAX = 2**32 - 1
+
+
 def base_problems(args: BaseArgs) -> list[str]:
-    """What is wrong with the flags every script shares (after presets are filled in)."""
+    """What is wrong with the flags every script shares (after presets are filled in),
+    including a run too large for the machine's memory (:mod:`cleanrl_qmp.run_memory`)."""
     import math
 
+    from cleanrl_qmp.run_memory import memory_problems
     from qmp_envs import helper_policies
 
     p: list[str] = []
     check(p, args.env_id in registered_qmp_ids(), "env_id", args.env_id,
           f"unknown environment; registered: {', '.join(registered_qmp_ids())}")  # fmt: skip
+    check(p, 0 <= args.seed <= SEED_MAX, "seed", args.seed,
+          f"must be in [0, {SEED_MAX}] (2**32 - 1, the range NumPy's seeding takes)")  # fmt: skip
     check(p, args.total_timesteps > 0, "total_timesteps", args.total_timesteps, "must be > 0")
     check(p, args.batch_size >= 1, "batch_size", args.batch_size, "must be >= 1")
     check(p, args.learning_starts >= 0, "learning_starts", args.learning_starts, "must be >= 0")
@@ -326,6 +334,8 @@ def base_problems(args: BaseArgs) -> list[str]:
           "must be >= 0 (0: only at the end)")  # fmt: skip
     check(p, args.keep_checkpoints >= 0, "keep_checkpoints", args.keep_checkpoints,
           "must be >= 0 (0: keep all)")  # fmt: skip
+    if not p:  # the estimate needs sizes in range; run last, once the rest is valid
+        p += memory_problems(args)
     return p
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from qmp_envs import validation
 from qmp_envs.suites import suite_facts
 
 
@@ -61,6 +62,17 @@ class EvaluationEnvs:
     reseeds every env, so reusing them gives what fresh envs would. Families with separate
     evaluation goals (Meta-World) are built on them (``split="eval"``).
 
+    Args:
+        env_id: a ``qmp/`` id.
+        tasks: the task indices to evaluate (Python or NumPy integers), each once; None for
+            every task.
+        env_kwargs: keyword arguments of every env.
+        render_mode: ``"rgb_array"`` to record videos.
+
+    Raises:
+        ValueError: ``tasks`` is empty, repeats a task or names an unknown one.
+        TypeError: a task index is not an integer.
+
     >>> import numpy as np, qmp_envs
     >>> with EvaluationEnvs("qmp/PointReach-v0") as envs:
     ...     first = evaluate_policy(lambda obs: np.ones((len(obs), 2)), envs, episodes_per_task=2)
@@ -82,22 +94,43 @@ class EvaluationEnvs:
         env_kwargs = dict(env_kwargs or {})
         if self.facts.has_eval_split:
             env_kwargs.setdefault("split", "eval")
-        self.tasks = list(range(self.facts.num_tasks)) if tasks is None else [int(t) for t in tasks]
-        bad = [t for t in self.tasks if not 0 <= t < self.facts.num_tasks]
-        if bad:
-            raise ValueError(
-                f"unknown tasks {bad}: {env_id} has tasks 0..{self.facts.num_tasks - 1}"
-            )
+        self.tasks = self._checked_tasks(tasks)
         self.render_mode = render_mode
+        self.closed = False
         self.envs = [
             gym.make(env_id, task=t, render_mode=render_mode, **env_kwargs) for t in self.tasks
         ]
+
+    def _checked_tasks(self, tasks: Sequence[int] | None) -> list[int]:
+        num_tasks = self.facts.num_tasks
+        if tasks is None:
+            return list(range(num_tasks))
+        if isinstance(tasks, str) or not isinstance(tasks, Sequence | np.ndarray):
+            raise TypeError(f"tasks must be a sequence of task indices or None, got {tasks!r}")
+        checked = [validation.integer(f"tasks[{i}]", t) for i, t in enumerate(tasks)]
+        if not checked:
+            raise ValueError(
+                f"tasks=[] evaluates nothing: pass task indices (0..{num_tasks - 1}) or "
+                "tasks=None for all of them"
+            )
+        bad = [t for t in checked if not 0 <= t < num_tasks]
+        if bad:
+            raise ValueError(f"unknown tasks {bad}: {self.env_id} has tasks 0..{num_tasks - 1}")
+        repeated = sorted({t for t in checked if checked.count(t) > 1})
+        if repeated:
+            raise ValueError(
+                f"tasks {checked} repeat {repeated}: each task is evaluated once per call and "
+                "averaged over tasks, so a repeated task would count twice; use "
+                "episodes_per_task for more episodes"
+            )
+        return checked
 
     @property
     def task_names(self) -> list[str]:
         return [self.facts.task_names[t] for t in self.tasks]
 
     def close(self) -> None:
+        self.closed = True
         for env in self.envs:
             env.close()
 
@@ -137,6 +170,15 @@ def evaluate_policy(
             (success at ANY step counts) and evaluation is faster, but returns and lengths are
             of shortened episodes, so they are reported as NaN; leave False for returns.
 
+    Returns:
+        Per-task success rates, returns and lengths, and their means over tasks.
+
+    Raises:
+        ValueError: ``episodes_per_task`` is not an integer >= 1 (NumPy integers are
+            accepted), ``seed`` is not an integer >= 0, ``envs`` were closed, ``tasks`` is
+            empty or repeats a task, or the policy's actions do not have the shape
+            ``(B, action_dim)`` or contain NaN or inf.
+
     >>> import numpy as np, qmp_envs
     >>> result = evaluate_policy(lambda obs: np.ones((len(obs), 2)), "qmp/PointReach-v0",
     ...                          episodes_per_task=3)
@@ -162,12 +204,17 @@ def evaluate_policy(
         raise ValueError(
             "video_dir needs envs built with EvaluationEnvs(..., render_mode='rgb_array')"
         )
+    if envs.closed:
+        raise ValueError(
+            "these EvaluationEnvs were closed (e.g. by leaving their with block): build new "
+            "ones, or evaluate inside the with block"
+        )
     facts = envs.facts
     info_keys = facts.eval_info_keys
     if episodes_per_task is None:
         episodes_per_task = facts.eval_episodes
-    if episodes_per_task < 1:
-        raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    episodes_per_task = validation.integer("episodes_per_task", episodes_per_task, minimum=1)
+    seed = validation.integer("seed", seed, minimum=0)
     tasks, env_list = envs.tasks, envs.envs
 
     n = len(env_list)
@@ -188,11 +235,7 @@ def evaluate_policy(
 
     while (active := np.flatnonzero(episode_index < episodes_per_task)).size:
         batch = np.stack([obs[k] for k in active])
-        actions = np.asarray(policy(batch))
-        if actions.shape[0] != len(active):
-            raise ValueError(
-                f"policy returned {actions.shape[0]} actions for {len(active)} observations"
-            )
+        actions = policy_actions(policy, batch, facts.action_dim)
         for row, k in enumerate(active.tolist()):
             obs[k], reward, terminated, truncated, info = env_list[k].step(actions[row])
             running_return[k] += float(reward)
@@ -226,6 +269,19 @@ def evaluate_policy(
         episodes_per_task=episodes_per_task,
         extras={key: values.mean(axis=1) for key, values in extras.items()},
     )
+
+
+def policy_actions(policy: Callable, batch: np.ndarray, action_dim: int) -> np.ndarray:
+    """The policy's actions for a batch of observations, checked to be ``(B, action_dim)``
+    finite real numbers (a scalar or a flat row is refused, not broadcast)."""
+    expected = (len(batch), action_dim)
+    try:
+        return validation.real_array("the policy's action array", policy(batch), shape=expected)
+    except validation.InputError as err:
+        raise type(err)(
+            f"{err}. The policy maps a batch of observations (B, obs_dim) to one action row per "
+            f"observation, (B, {action_dim})"
+        ) from None
 
 
 def _write_videos(video_dir: Path, names: list[str], frames: list[list[np.ndarray]]) -> None:

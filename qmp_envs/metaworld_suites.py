@@ -71,7 +71,12 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
         self.goal_seed = int(seed) + (EVAL_SEED_OFFSET if split == "eval" else 0)
         super().__init__(render_mode=render_mode, **kwargs)
         if tasks is not None:
-            tasks = [self._check_task(t, "tasks[i]") for t in tasks]
+            tasks = [self._check_task(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
+            if not tasks:
+                raise ValueError(
+                    f"tasks=[] names no task: pass task indices (0..{self.num_tasks - 1}), or "
+                    "omit tasks (None) for all of them"
+                )
         elif self.pinned_task is not None:
             tasks = [self.pinned_task]
         self.allowed_tasks = None if tasks is None else sorted(set(tasks))
@@ -160,6 +165,7 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
         return self._env.render()
 
     def close(self):
+        super().close()
         for env in self._envs.values():
             env.close()
         self._envs.clear()

@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from qmp_envs import validation
 from qmp_envs.suites import SUITES, SuiteFacts
 from qmp_envs.vectorisation import refuse_copied_vectorisation
 
@@ -76,6 +77,12 @@ class MultiTaskEnv(gym.Env):
 
     ``reset(options={"task": k})`` overrides the schedule for one episode. ``reset(seed=s)``
     reseeds and restarts the cycle at task 0, so a seeded reset reproduces a rollout exactly.
+
+    Refused with a clear error: reset options other than ``task`` (a typo such as ``"tsak"``, a
+    seed given as an option rather than ``reset(seed=...)``), options that are not a dict, a
+    negative or non-integer seed; actions of the wrong shape, with NaN or inf, or of a boolean
+    or complex dtype; ``step`` or ``reset`` after ``close``. NumPy integer seeds and task
+    indices and torch action tensors (also those with ``requires_grad``) are accepted.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 25}
@@ -93,6 +100,11 @@ class MultiTaskEnv(gym.Env):
     default_eval_episodes: int = 10
     #: True where the family has separate train and eval instances (``split="eval"``).
     has_eval_split: bool = False
+    #: The keys ``reset(options=...)`` reads; any other key is refused (a typo is not ignored).
+    reset_options: tuple[str, ...] = ("task",)
+    #: Set by :meth:`close`; a closed env refuses ``step`` and ``reset`` (a class attribute, so
+    #: envs pickled before it existed unpickle open).
+    _closed: bool = False
 
     #: The suite's frozen description (set by ``suite=`` or :meth:`_use_facts`).
     facts: SuiteFacts
@@ -152,13 +164,32 @@ class MultiTaskEnv(gym.Env):
             )
         return int(task)
 
-    def _next_task(self, options: dict | None) -> int:
+    def _check_reset_options(self, options: Any) -> None:
+        if options is None:
+            return
+        if not isinstance(options, dict):
+            raise validation.InputTypeError(
+                f"reset options must be a dict such as {{'task': index}} or None, got {options!r}"
+            )
+        if "seed" in options:
+            raise ValueError(
+                "reset option 'seed' is not read: pass the seed as reset(seed=...), not in options"
+            )
         for near_miss in ("task_id", "task_index", "task_name"):
             if options and near_miss in options:
                 raise ValueError(
                     f"reset option {near_miss!r} is not read; choose the task with "
                     f"options={{'task': index}} (0..{self.num_tasks - 1}: {self.task_names})"
                 )
+        unknown = sorted(str(key) for key in options if key not in self.reset_options)
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {unknown}: {type(self).__name__} reads only "
+                f"{list(self.reset_options)} (e.g. options={{'task': index}}, index "
+                f"0..{self.num_tasks - 1})"
+            )
+
+    def _next_task(self, options: dict | None) -> int:
         if options and options.get("task") is not None:
             return self._check_task(options["task"], "options['task']")
         if self.pinned_task is not None:
@@ -179,6 +210,9 @@ class MultiTaskEnv(gym.Env):
 
     # -- Gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._refuse_if_closed("reset")
+        seed = validation.seed("seed", seed)  # Gymnasium refuses NumPy integers
+        self._check_reset_options(options)
         super().reset(seed=seed)
         if seed is not None:
             self._cycle_position = 0
@@ -189,6 +223,7 @@ class MultiTaskEnv(gym.Env):
         return self._observation(features), info
 
     def step(self, action):
+        self._refuse_if_closed("step")
         action = self._validate_action(action)
         features, reward, terminated, info = self._step_task(action)
         success = bool(info["success"])
@@ -200,6 +235,17 @@ class MultiTaskEnv(gym.Env):
         truncated = self._time_limit_reached(terminated)
         return self._observation(features), float(reward), terminated, truncated, info
 
+    def close(self) -> None:
+        """Release the env's resources; ``step`` and ``reset`` are refused afterwards."""
+        self._closed = True
+
+    def _refuse_if_closed(self, call: str) -> None:
+        if self._closed:
+            raise gym.error.ClosedEnvironmentError(
+                f"{call}() on a closed {type(self).__name__}: build a new env (gym.make) "
+                "instead of reusing a closed one"
+            )
+
     def toggle_terminate_on_success(self, on: bool) -> None:
         """Whether episodes end at their first success (the name Meta-World's tools call)."""
         self.terminate_on_success = bool(on)
@@ -210,17 +256,9 @@ class MultiTaskEnv(gym.Env):
         return self.task_names[self.task_id]
 
     def _validate_action(self, action) -> np.ndarray:
-        try:
-            action = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"action must be numeric array-like, got {type(action)!r}") from err
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"action has shape {action.shape}, expected {self.action_space.shape} "
-                f"for {type(self).__name__}"
-            )
-        if not np.isfinite(action).all():
-            raise ValueError(f"action contains NaN or inf: {action}")
+        action = validation.real_array(
+            "action", action, shape=self.action_space.shape, context=f" for {type(self).__name__}"
+        )
         # The original pipeline clipped every family's actions to [-1, 1] in a wrapper.
         # (Two ufuncs instead of np.clip: this is the hot path of every env step.)
         return np.minimum(np.maximum(action, -1.0), 1.0)
@@ -319,6 +357,11 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return self._renderer.render()
 
     def close(self):
+        super().close()
+        self._close_renderer()
+
+    def _close_renderer(self) -> None:
+        """Drop the renderer (rebuilt lazily); the env stays usable."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

@@ -12,6 +12,7 @@ from functools import partial
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from qmp_envs import validation
 from qmp_envs.suites import SUITES, suite_facts
 
 
@@ -34,9 +35,10 @@ def make_task_vector_env(
     ``autoreset_mode=SAME_STEP``).
     """
     num_tasks = suite_facts(env_id).num_tasks
+    num_envs = validation.integer("num_envs", num_envs, minimum=1)  # True is not a count
     if num_envs == 1:
         num_envs = num_tasks
-    if not isinstance(num_envs, int) or num_envs < 1 or num_envs % num_tasks:
+    if num_envs % num_tasks:
         raise ValueError(
             f"num_envs must be a positive multiple of the task count {num_tasks} of {env_id} "
             f"(sub-env k runs task k mod {num_tasks}), got {num_envs!r}"

@@ -125,7 +125,7 @@ class Walker2dMTEnv(MujocoMultiTaskEnv, suite="qmp/Walker2dMT4-v0"):
         model, data = scene
         mujoco.mj_resetData(model, data)
         if model is not self.model:
-            self.close()  # the renderer is bound to the previous model
+            self._close_renderer()  # the renderer is bound to the previous model
             self.model = model
             self.bind_data(data)
             self._bind_model()

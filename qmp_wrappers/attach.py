@@ -151,7 +151,17 @@ def _input_hint(name: str, err: BaseException, torch_input: bool, device: torch.
     return f"{name} failed when called with {given} ({type(err).__name__}: {err}); {hint}"
 
 
-def check_in_action_space(values: torch.Tensor, space: gym.spaces.Box, what: str) -> None:
+RAW_FORWARD_HINT = (
+    "A network's raw forward often returns unsquashed means or (mean, log_std): pass the "
+    "method that returns squashed actions (e.g. CleanRL: actor.get_action(obs)[::2], not actor)"
+)
+
+
+def check_in_action_space(
+    values: torch.Tensor, space: gym.spaces.Box, what: str, hint: str = RAW_FORWARD_HINT
+) -> None:
+    """Raise a ``ContractError`` naming ``what`` if any value lies outside ``space`` (beyond a
+    tolerance of 1e-4 of the space's width, for float rounding)."""
     low = torch.as_tensor(space.low, dtype=torch.float32, device=values.device)
     high = torch.as_tensor(space.high, dtype=torch.float32, device=values.device)
     tolerance = 1e-4 * torch.clamp(high - low, max=1e6)
@@ -159,11 +169,36 @@ def check_in_action_space(values: torch.Tensor, space: gym.spaces.Box, what: str
     if outside.any():
         worst = float(values[outside].abs().max())
         raise ContractError(
-            f"{what} lies outside the action space {space} (|value| up to {worst:.3g}). A "
-            "network's raw forward often returns unsquashed means or (mean, log_std): pass the "
-            "method that returns squashed actions (e.g. CleanRL: actor.get_action(obs)[::2], "
-            "not actor)"
+            f"{what} lies outside the action space {space} (|value| up to {worst:.3g}). {hint}"
         )
+
+
+class ExtraPolicyAdapter(CallableAdapter):
+    """An extra policy's adapter whose every proposal is checked to lie in the action space.
+
+    Task policies are probed once at attach; an extra policy (scripted, pretrained, possibly
+    stochastic with its own random stream) is not called at attach, so that attaching does not
+    advance its stream. Its proposals are checked when it makes them instead: an action outside
+    the space would otherwise be clipped silently into a different action than it proposed.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        name: str,
+        torch_input: bool,
+        device: torch.device,
+        action_space: gym.spaces.Box,
+    ):
+        super().__init__(fn, name, torch_input, device)
+        self.action_space = action_space
+
+    def policy(self, obs: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sampled, mean = super().policy(obs, action_dim)
+        hint = "Extra policies must propose actions inside the action space (squash or clip them)"
+        check_in_action_space(sampled, self.action_space, f"{self.name}'s sampled action", hint)
+        check_in_action_space(mean, self.action_space, f"{self.name}'s mean action", hint)
+        return sampled, mean
 
 
 def bind_networks(

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import RecordConstructorArgs
 
+from qmp_envs import validation
 from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
@@ -60,6 +61,12 @@ class QMPBehaviorWrapper(
     with the guide mixture, ``info["qmp_choice_made"]`` (an ``np.bool_``) says whether this
     step started a guided segment.
 
+    Refused with a clear error: options of the wrong kind or range (a bool as a count, a NaN
+    temperature), agent actions that are boolean, complex, wrongly shaped or not finite, an
+    observation with NaN or inf when the Q-switch would score on it, and an extra policy's
+    proposal outside the action space. NumPy integers and floats are accepted for every option
+    and seed, and torch tensors (also with ``requires_grad``) for actions.
+
     The constructor arguments are recorded (``gym.make(env.spec)`` rebuilds the wrapper);
     ``env.spec.to_json()`` raises ``TypeError`` when callables (``extra_policies``,
     ``task_id_fn``, ``relabel_fn``) were given, as JSON cannot hold them.
@@ -95,6 +102,7 @@ class QMPBehaviorWrapper(
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        seed = validation.seed("seed", seed)  # NumPy integers too (Gymnasium refuses them)
         obs, info = self.env.reset(seed=seed, options=options)
         self.qmp.after_reset(obs, seed)
         return obs, info

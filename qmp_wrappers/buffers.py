@@ -14,9 +14,26 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
+from qmp_envs import validation
 
-def executed_actions(infos: Any, n_envs: int) -> np.ndarray:
+
+def executed_actions(infos: Any, n_envs: int, action_dim: int | None = None) -> np.ndarray:
     """The executed actions ``(n_envs, A)`` from SB3's list of dicts or Gymnasium's dict of arrays.
+
+    Args:
+        infos: a step's infos: SB3's list of one dict per env, each ``qmp_action`` of shape
+            ``(A,)``, or a Gymnasium vector env's dict whose ``qmp_action`` is ``(n_envs, A)``.
+        n_envs: the number of envs stepped.
+        action_dim: A, if known; otherwise read from the rows.
+
+    Returns:
+        The executed actions, ``(n_envs, A)``.
+
+    Raises:
+        KeyError: the infos lack ``qmp_action`` (the env is not wrapped by QMP).
+        TypeError: ``infos`` is neither a list of dicts nor a dict.
+        ValueError: the actions are not ``(n_envs, A)`` rows (flat or wrongly shaped rows are
+            refused, never reshaped), or contain NaN or inf.
 
     >>> executed_actions([{"qmp_action": np.array([0.5, -0.5])}], n_envs=1).tolist()
     [[0.5, -0.5]]
@@ -30,15 +47,39 @@ def executed_actions(infos: Any, n_envs: int) -> np.ndarray:
     if isinstance(infos, dict):
         if "qmp_action" not in infos:
             raise KeyError(missing)
-        actions = np.asarray(infos["qmp_action"])
-    else:
-        infos = list(infos)
-        if len(infos) != n_envs:
-            raise ValueError(f"got {len(infos)} infos for {n_envs} environments")
-        if not all("qmp_action" in info for info in infos):
-            raise KeyError(missing)
-        actions = np.stack([np.asarray(info["qmp_action"]) for info in infos])
-    return actions.reshape(n_envs, -1)
+        rows = infos["qmp_action"]
+        expected = None if action_dim is None else (n_envs, action_dim)
+        actions = validation.real_array(
+            "infos['qmp_action']", rows, dtype=None, shape=expected, context=" (one row per env)"
+        )
+        if expected is None and (actions.ndim != 2 or len(actions) != n_envs):
+            raise validation.InputError(
+                f"infos['qmp_action'] has shape {actions.shape}, expected (n_envs, A) = "
+                f"({n_envs}, A): a vector env's info holds one row per env"
+            )
+        return actions
+    if not isinstance(infos, list | tuple):
+        raise TypeError(
+            "infos must be the step's infos: a list of one dict per env (SB3) or a vector "
+            f"env's dict of arrays (Gymnasium), got {type(infos).__name__}"
+        )
+    if len(infos) != n_envs:
+        raise ValueError(f"got {len(infos)} infos for {n_envs} environments")
+    if not all(isinstance(info, dict) and "qmp_action" in info for info in infos):
+        raise KeyError(missing)
+    expected_row = None if action_dim is None else (action_dim,)
+    rows = [
+        validation.real_array(
+            f"infos[{i}]['qmp_action']", info["qmp_action"], dtype=None, shape=expected_row
+        )
+        for i, info in enumerate(infos)
+    ]
+    if any(row.ndim != 1 or row.shape != rows[0].shape for row in rows):
+        shapes = [row.shape for row in rows]
+        raise validation.InputError(
+            f"infos' qmp_action rows have shapes {shapes}: each must be one action (A,)"
+        )
+    return np.stack(rows)
 
 
 class QMPReplayBuffer(ReplayBuffer):
@@ -51,9 +92,20 @@ class QMPReplayBuffer(ReplayBuffer):
     Args:
         store_scaled_actions: SB3's algorithms store actions rescaled to [-1, 1]; set True for
             them when the action space is not already [-1, 1]. CleanRL loops store raw actions.
+
+    Raises:
+        ValueError: ``buffer_size`` (SB3's first argument) is not an integer >= ``n_envs``
+            (SB3 would silently keep one row per env); ``add`` refuses executed actions that
+            are not one finite row of the action space's size per env.
     """
 
     def __init__(self, *args, store_scaled_actions: bool = False, **kwargs):
+        buffer_size = args[0] if args else kwargs.get("buffer_size")
+        n_envs = validation.integer("n_envs", kwargs.get("n_envs", 1), minimum=1)
+        buffer_size = validation.integer("buffer_size", buffer_size, minimum=n_envs)
+        args = (buffer_size, *args[1:]) if args else args
+        if "buffer_size" in kwargs:
+            kwargs["buffer_size"] = buffer_size
         super().__init__(*args, **kwargs)
         if store_scaled_actions and not isinstance(self.action_space, spaces.Box):
             raise TypeError("store_scaled_actions needs a Box action space")
@@ -115,7 +167,9 @@ class QMPReplayBuffer(ReplayBuffer):
         self.buffer_size = capacity
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
-        action = executed_actions(infos, self.n_envs).astype(self.actions.dtype)
+        """Store one step of every env, with ``infos``' executed actions (``qmp_action``) in
+        place of ``action`` (the agent's proposal, ignored)."""
+        action = executed_actions(infos, self.n_envs, self.action_dim).astype(self.actions.dtype)
         if self.store_scaled_actions:
             assert isinstance(self.action_space, spaces.Box)
             low, high = self.action_space.low, self.action_space.high
@@ -150,6 +204,8 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
     def __init__(self, buffer_size: int, observation_space, action_space, num_tasks: int, **kwargs):
         if kwargs.get("optimize_memory_usage"):
             raise ValueError("MultiTaskReplayBuffer does not support optimize_memory_usage")
+        buffer_size = validation.integer("buffer_size (per task)", buffer_size, minimum=1)
+        num_tasks = validation.integer("num_tasks", num_tasks, minimum=1)
         kwargs.setdefault("handle_timeout_termination", False)
         super().__init__(
             buffer_size * num_tasks, observation_space, action_space, n_envs=num_tasks, **kwargs
@@ -162,6 +218,7 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
 
     def sample_tasks(self, batch_size: int, rng: np.random.Generator | None = None) -> TaskBatch:
         """``batch_size`` transitions of each task, sampled uniformly with replacement."""
+        batch_size = validation.integer("batch_size", batch_size, minimum=1)
         cols = np.broadcast_to(np.arange(self.num_tasks)[:, None], (self.num_tasks, batch_size))
         return self._gather(cols, rng)
 
@@ -172,6 +229,7 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
         (data sharing). Returns the batch, as stored (not relabelled), and the source tasks."""
         if self.num_tasks < 2:
             raise ValueError("sharing data needs at least two tasks")
+        batch_size = validation.integer("batch_size", batch_size, minimum=1)
         draw = np.random.randint if rng is None else rng.integers
         shift = draw(1, self.num_tasks, size=(self.num_tasks, batch_size))
         cols = (np.arange(self.num_tasks)[:, None] + shift) % self.num_tasks

@@ -18,8 +18,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from qmp_envs import validation
 from qmp_envs.suites import SUITES
-from qmp_wrappers.attach import bind_networks
+from qmp_wrappers.attach import ExtraPolicyAdapter, bind_networks
 from qmp_wrappers.guide import GuideNetworks, check_guide, guided_choice
 from qmp_wrappers.normalize import refuse_inner_normalizer, resolve_agent_view
 from qmp_wrappers.qswitch import (
@@ -127,23 +128,16 @@ class QSwitchState:
             raise ValueError(f"scoring must be one of {SCORING_RULES}, got {scoring!r}")
         if mixture not in MIXTURES:
             raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
-        if not (isinstance(temperature, int | float) and temperature > 0):
-            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-        steps: dict[str, int] = {}
-        checked: tuple[tuple[str, Any, int], ...] = (
-            ("hold_steps", hold_steps, 1),
-            ("start_step", start_step, 0),
-            ("guide_filter_start", guide_filter_start, 0),
+        temperature = validation.real("temperature", temperature, above=0)
+        # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
+        hold_steps, start_step, guide_filter_start = (
+            validation.integer(name, value, minimum=least, integral_floats=True)
+            for name, value, least in (
+                ("hold_steps", hold_steps, 1),
+                ("start_step", start_step, 0),
+                ("guide_filter_start", guide_filter_start, 0),
+            )
         )
-        for name, value, least in checked:
-            # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-            steps[name] = value
-        hold_steps, start_step = steps["hold_steps"], steps["start_step"]
-        guide_filter_start = steps["guide_filter_start"]
         if (task_id_fn is None) != (relabel_fn is None):
             raise ValueError("task_id_fn and relabel_fn must be given together")
         refuse_inner_normalizer(env, task_id_fn is not None)
@@ -163,8 +157,8 @@ class QSwitchState:
         found = find_tasks(env)
         if num_tasks is None:
             num_tasks = found[0] if found is not None else None
-        elif isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+        else:
+            num_tasks = validation.integer("num_tasks", num_tasks, minimum=1)
         if not (
             isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1
         ):
@@ -244,7 +238,7 @@ class QSwitchState:
         )
         self.view = view
         self.extras = [
-            CallableAdapter(fn, f"extra policy {name!r}", False, self.device)
+            ExtraPolicyAdapter(fn, f"extra policy {name!r}", False, self.device, self.action_space)
             for fn, name in zip(self.extra_policies, self.extra_policy_names, strict=True)
         ]
         if guide is not None:
@@ -354,19 +348,12 @@ class QSwitchState:
         return torch.as_tensor(np.asarray(out, dtype=np.float32), device=obs.device)
 
     def validate_actions(self, actions: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
-        """The agent's actions as a float32 ``(B, A)`` array, or a clear error."""
-        if isinstance(actions, torch.Tensor):
-            actions = actions.detach().cpu()  # an agent may step with a tensor that has grad
-        try:
-            array = np.asarray(actions, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"actions must be numeric, got {type(actions).__name__}") from err
-        if array.shape != expected_shape:
-            raise ValueError(f"actions have shape {array.shape}, expected {expected_shape}")
-        array = array.reshape(self.num_envs, self.action_dim)
-        if not np.isfinite(array).all():
-            raise ValueError("the agent's actions contain NaN or inf")
-        return array
+        """The agent's actions as a float32 ``(B, A)`` array, or a clear error (tensors with
+        grad are accepted; boolean, complex, NaN or inf actions are refused)."""
+        array = validation.real_array(
+            "the agent's action array", actions, dtype=np.float32, shape=expected_shape
+        )
+        return array.reshape(self.num_envs, self.action_dim)
 
     def select(self, agent_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Executed actions ``(B, A)`` (inside the action space) and candidate indices ``(B,)``."""
@@ -384,6 +371,7 @@ class QSwitchState:
             self._count(task_ids, task_ids)
             return agent_actions, task_ids
         assert self.policy is not None and self.q_function is not None
+        self._refuse_non_finite_observations(task_ids)
 
         device = self.device
         obs = torch.as_tensor(self.last_obs, dtype=torch.float32, device=device)
@@ -433,6 +421,20 @@ class QSwitchState:
         np.clip(executed, self._low, self._high, out=executed)
         self._count(task_ids, chosen)
         return executed, chosen
+
+    def _refuse_non_finite_observations(self, task_ids: np.ndarray) -> None:
+        """The Q-switch scores candidates on the observation: a NaN or inf feature would make
+        every score NaN or inf and the choice arbitrary, so it is refused, not scored."""
+        assert self.last_obs is not None
+        if np.isfinite(self.last_obs).all():
+            return
+        row = int(np.flatnonzero(~np.isfinite(self.last_obs).all(axis=1))[0])
+        raise ValueError(
+            f"the observation of env {row} (task {int(task_ids[row])}) contains NaN or inf "
+            f"({validation.non_finite_text(self.last_obs[row])}): the Q-switch cannot score "
+            "candidates on it. The environment produced it: fix the environment, or clip the "
+            "observation in a wrapper inside the QMP wrapper"
+        )
 
     def _count(self, task_ids: np.ndarray, chosen: np.ndarray) -> None:
         assert self.counts is not None

@@ -11,6 +11,7 @@ from typing import Any, Unpack
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from qmp_envs import validation
 from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 
 
@@ -61,8 +62,14 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
-        self.qmp.after_reset(obs, seed)
+        # NumPy integers too (Gymnasium's vector envs refuse them).
+        checked: int | list[int | None] | None
+        if isinstance(seed, list | tuple):
+            checked = [validation.seed(f"seed[{i}]", s) for i, s in enumerate(seed)]
+        else:
+            checked = validation.seed("seed", seed)
+        obs, info = self.env.reset(seed=checked, options=options)  # type: ignore[arg-type]
+        self.qmp.after_reset(obs, checked)
         return obs, info
 
     def step(
