@@ -297,6 +297,7 @@ def base_problems(args: BaseArgs) -> list[str]:
 
     from cleanrl_qmp.run_memory import memory_problems
     from qmp_envs import helper_policies
+    from qmp_envs.suites import suite_facts
 
     p: list[str] = []
     check(p, args.env_id in registered_qmp_ids(), "env_id", args.env_id,
@@ -323,6 +324,12 @@ def base_problems(args: BaseArgs) -> list[str]:
         helper_policies(list(args.qmp_helpers))
     except (KeyError, ValueError) as error:
         p.append(f"--qmp-helpers {list(args.qmp_helpers)}: {error}")
+    if args.qmp_helpers and args.env_id in registered_qmp_ids():
+        # The helpers are PointReach's fixed 2-D directions.
+        action_dim = suite_facts(args.env_id).action_dim
+        check(p, action_dim == 2, "qmp_helpers", list(args.qmp_helpers),
+              f"propose 2-D actions (PointReach's helpers); {args.env_id} has {action_dim}-D "
+              "actions: drop --qmp-helpers or use a qmp/PointReach id")  # fmt: skip
     try:
         parse_env_options(args.env_id, args.env_options)
     except ValueError as error:

@@ -17,10 +17,11 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
-from cleanrl_qmp.config import BaseArgs, check, parse_command_line
+from cleanrl_qmp.config import BaseArgs, check, parse_command_line, registered_qmp_ids
 from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
 from cleanrl_qmp.tasks import TaskSpec
+from qmp_envs.suites import suite_facts
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
@@ -38,6 +39,10 @@ class Args(BaseArgs):
         q, shared = self.share_q_quantile, self.shared_batch_size
         check(p, q is None or 0.0 <= q <= 1.0, "share_q_quantile", q, "must be in [0, 1]")
         check(p, shared is None or shared >= 1, "shared_batch_size", shared, "must be >= 1")
+        if self.env_id in registered_qmp_ids():
+            tasks = suite_facts(self.env_id).num_tasks
+            check(p, tasks >= 2, "env_id", self.env_id,
+                  f"has {tasks} task; data sharing needs at least two")  # fmt: skip
         return p
 
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypedDict
@@ -280,7 +279,7 @@ class QSwitchState:
                 'mixture="guide" has no Q-switch to evaluate: the guide picks the candidate'
             )
         policy, q_function, num_tasks = self.policy, self.q_function, self.num_tasks
-        extras = [dataclasses.replace(e, fn=copy.deepcopy(e.fn)) for e in self.extras]
+        extras = [self._copy_of(extra) for extra in self.extras]
         devices = [self.device] if self.device.type == "cuda" else []
 
         def act(obs: np.ndarray) -> np.ndarray:
@@ -303,6 +302,14 @@ class QSwitchState:
             return np.clip(actions.cpu().numpy().astype(np.float32), self._low, self._high)
 
         return act
+
+    @staticmethod
+    def _copy_of(adapter: CallableAdapter) -> CallableAdapter:
+        """The adapter around a deep copy of its callable, whose random stream then moves
+        without moving the original's."""
+        clone = copy.copy(adapter)
+        clone.fn = copy.deepcopy(adapter.fn)
+        return clone
 
     # -- statistics ------------------------------------------------------------------------
     @property

@@ -534,3 +534,21 @@ def test_machine_memory_reads_meminfo_and_falls_back_to_sysconf(tmp_path):
     assert machine_memory(meminfo) == MachineMemory(total=2 * 2**20, available=2**19)
     fallback = machine_memory(tmp_path / "missing")
     assert fallback.total > 0 and fallback.available > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "flags", "message"),
+    [
+        ("uds_qmp", {"env_id": "qmp/PointReach-v1"}, "data sharing needs at least two"),
+        ("sac_qmp", {"qmp_helpers": ("up",)}, "6-D actions: drop --qmp-helpers"),
+    ],
+)
+def test_scripts_refuse_what_their_env_cannot_do_before_training(script, flags, message):
+    """Checked with the flags (before any folder exists), not as a traceback from inside."""
+    import importlib
+
+    from cleanrl_qmp.config import resolve_preset
+
+    module = importlib.import_module(f"cleanrl_qmp.{script}")
+    args = resolve_preset(module.Args(**flags))
+    assert any(message in problem for problem in args.problems())
