@@ -16,7 +16,7 @@ stores. :func:`make_qmp_vec_env` builds the whole stack from a ``qmp/`` id.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Unpack
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -36,11 +36,22 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
     the sub-envs when omitted). ``attach``, ``enabled``, ``selection_matrix()`` and the other
     statistics work as on the Gymnasium wrappers; each sub-env's ``info`` gains ``qmp_action``
     (executed, inside the action space) and ``qmp_policy``.
+
+    Args:
+        venv: the SB3 vector env of multi-task envs.
+        num_tasks: N; read from the sub-envs when omitted.
+        **options: the fields of :class:`~qmp_wrappers.switch.SwitchOptions` as keywords, each
+            documented there with its default.
+
+    Raises:
+        TypeError: ``venv`` is not an SB3 ``VecEnv``; an unknown option; the observation or
+            action space is not a flat ``Box``.
+        ValueError: an option out of range (see :class:`~qmp_wrappers.switch.SwitchOptions`),
+            ``num_tasks`` larger than the observation, or a ``VecNormalize`` inside the wrapper
+            that would hide the one-hot task id.
     """
 
-    def __init__(
-        self, venv: VecEnv, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
-    ):
+    def __init__(self, venv: VecEnv, num_tasks: int | None = None, **options: Any):
         if not isinstance(venv, VecEnv):
             raise TypeError(f"expected a stable-baselines3 VecEnv, got {type(venv).__name__}")
         refuse_inner_normalizer(venv, options.get("task_id_fn") is not None)
@@ -51,7 +62,7 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
             venv.action_space,
             venv.num_envs,
             num_tasks,
-            **options,
+            SwitchOptions(**options),
         )
         self._seed: int | None = options.get("seed")
 

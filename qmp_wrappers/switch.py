@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -76,28 +77,183 @@ def innermost_action_bounds(
     return low, high
 
 
-class SwitchOptions(TypedDict, total=False):
-    """Options every QMP wrapper takes; documented on :class:`qmp_wrappers.QMPBehaviorWrapper`."""
+@dataclass(frozen=True)
+class SwitchOptions:
+    """The options every QMP wrapper takes, as keywords of its constructor; checked here once.
 
-    scoring: str
-    mixture: str
-    temperature: float
-    hold_steps: int
-    start_step: int
-    extra_policies: Sequence[Callable]
-    extra_policy_names: Sequence[str] | None
-    task_id_fn: Callable | None
-    relabel_fn: Callable | None
-    seed: int | None
-    guide_filter: bool
-    guide_block: bool
-    guide_filter_start: int
+    :class:`qmp_wrappers.QMPBehaviorWrapper`, :class:`qmp_wrappers.vector.QMPBehaviorWrapper`
+    and :class:`qmp_wrappers.sb3.QMPVecEnvWrapper` accept exactly these fields as keyword
+    arguments, with these defaults, and build a ``SwitchOptions`` from them. The checked
+    values are normalised: NumPy numbers become Python ones, step counts given as integral
+    floats (``5e3``, as CleanRL's scripts give them) become ints, ``extra_policies`` and
+    ``extra_policy_names`` become tuples (names default to each policy's ``name`` attribute,
+    else ``extra_{i}``).
+
+    Raises:
+        TypeError: an unknown keyword (as for any constructor), or an extra policy that is not
+            callable.
+        qmp_envs.validation.InputTypeError: a count or the temperature of the wrong kind (a
+            bool, a string, a fractional step count).
+        qmp_envs.validation.InputError: a count or the temperature out of range (``hold_steps
+            < 1``, a negative ``start_step``, ``temperature <= 0`` or NaN).
+        ValueError: an unknown ``scoring`` or ``mixture``; ``task_id_fn`` without
+            ``relabel_fn`` or the reverse; as many ``extra_policy_names`` as extra policies not
+            given.
+
+    Example:
+        >>> SwitchOptions(hold_steps=5e3, mixture="softmax").hold_steps
+        5000
+        >>> SwitchOptions(extra_policies=[abs]).extra_policy_names
+        ('extra_0',)
+        >>> SwitchOptions(mixture="best")
+        Traceback (most recent call last):
+        ...
+        ValueError: mixture must be one of ('qswitch', 'uniform', 'softmax', 'guide'), got 'best'
+    """
+
+    scoring: str = "original"
+    """How candidates are scored: ``"original"`` (the collecting task's first critic on each
+    candidate's mean action, and the chosen policy's sample is executed; the paper's code) or
+    ``"min_twin"`` (the minimum over critics on sampled actions)."""
+    mixture: str = "qswitch"
+    """How a candidate is chosen: ``"qswitch"`` (argmax, the paper), ``"uniform"`` (a uniformly
+    random candidate; the ablation), ``"softmax"`` (sampled from softmax(Q / temperature),
+    computed in float64) or ``"guide"`` (an attached guide picks the candidate every
+    ``hold_steps`` steps, CTPG-style: :mod:`qmp_wrappers.guide`)."""
+    temperature: float = 1.0
+    """The softmax temperature, > 0 (``mixture="softmax"``)."""
+    hold_steps: int = 1
+    """Keep the chosen candidate for this many steps, >= 1 (1: switch every step)."""
+    start_step: int = 0
+    """QMP acts only once this many env steps have passed (e.g. SAC's ``learning_starts``, so
+    the random warm-up is not mixed); 0 acts from the start."""
+    extra_policies: Sequence[Callable] = ()
+    """Fixed callables ``obs -> actions | (sampled, mean)`` on numpy arrays (scripted or
+    pretrained behaviours) added to every task's candidates."""
+    extra_policy_names: Sequence[str] | None = None
+    """Names of the extra policies in the selection matrix (one per extra policy)."""
+    task_id_fn: Callable | None = None
+    """``obs (B, D) ndarray -> task ids (B,)`` for envs whose observations do not end with a
+    one-hot task id; requires ``relabel_fn``."""
+    relabel_fn: Callable | None = None
+    """``(obs (M, D) ndarray, task_ids (M,) ndarray) -> obs`` giving each row the identity of
+    another task, so that policy j can propose on task i's state; requires ``task_id_fn``."""
+    seed: int | None = None
+    """Seed of the wrapper's own random stream (uniform, softmax and guide mixtures);
+    ``reset(seed=s)`` reseeds it."""
+    guide_filter: bool = True
+    """The guide mixture's policy-filter gate."""
+    guide_block: bool = True
+    """The guide mixture's guide-block gate."""
+    guide_filter_start: int = 0
+    """The policy filter masks candidates only after this many env steps (the guide critic's
+    warm-up)."""
+
+    def __post_init__(self) -> None:
+        checked = _checked_options(self)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)  # frozen: the checked values replace the given
+
+
+def _checked_options(options: SwitchOptions) -> dict[str, Any]:
+    """The options' checked and normalised values, or the first error, in the order the
+    fields are listed."""
+    _check_choice("scoring", options.scoring, SCORING_RULES)
+    _check_choice("mixture", options.mixture, MIXTURES)
+    checked: dict[str, Any] = {
+        "temperature": validation.real("temperature", options.temperature, above=0)
+    }
+    for name, least in (("hold_steps", 1), ("start_step", 0), ("guide_filter_start", 0)):
+        # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
+        value = getattr(options, name)
+        checked[name] = validation.integer(name, value, minimum=least, integral_floats=True)
+    if (options.task_id_fn is None) != (options.relabel_fn is None):
+        raise ValueError("task_id_fn and relabel_fn must be given together")
+    checked["extra_policies"] = _checked_extra_policies(options.extra_policies)
+    checked["extra_policy_names"] = _extra_policy_names(
+        checked["extra_policies"], options.extra_policy_names
+    )
+    checked["guide_filter"] = bool(options.guide_filter)
+    checked["guide_block"] = bool(options.guide_block)
+    return checked
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _checked_extra_policies(extra_policies: Sequence[Callable]) -> tuple[Callable, ...]:
+    policies = tuple(extra_policies)
+    for i, fn in enumerate(policies):
+        if not callable(fn):
+            raise TypeError(f"extra_policies[{i}] is not callable: {fn!r}")
+    return policies
+
+
+def _extra_policy_names(
+    extra_policies: tuple[Callable, ...], names: Sequence[str] | None
+) -> tuple[str, ...]:
+    if names is None:
+        return tuple(getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies))
+    if len(names) != len(extra_policies):
+        raise ValueError(
+            f"got {len(names)} extra_policy_names for {len(extra_policies)} extra_policies"
+        )
+    return tuple(names)
+
+
+def _flat_box(what: str, space: gym.Space) -> gym.spaces.Box:
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise TypeError(f"QMP needs a flat Box {what} space, got {space}")
+    return space
+
+
+def _task_count_and_names(env: Any, num_tasks: int | None) -> tuple[int | None, list[str] | None]:
+    """The task count (given, else found on ``env``, else None) and the env's task names (None
+    where they are unknown or not as many as the tasks)."""
+    found = find_tasks(env)
+    if num_tasks is None:
+        num_tasks = found[0] if found is not None else None
+    else:
+        num_tasks = validation.integer("num_tasks", num_tasks, minimum=1)
+    names = found[1] if found is not None and len(found[1]) == num_tasks else None
+    return num_tasks, names
+
+
+def _check_one_hot_fits(
+    num_tasks: int | None, options: SwitchOptions, observation_space: gym.spaces.Box
+) -> None:
+    """Without ``task_id_fn`` the observation ends with a one-hot of ``num_tasks`` entries."""
+    obs_size = observation_space.shape[0]
+    if num_tasks is not None and options.task_id_fn is None and num_tasks > obs_size:
+        raise ValueError(f"num_tasks={num_tasks} exceeds the observation size {obs_size}")
 
 
 class QSwitchState:
     """Options, attached networks and selection statistics of one QMP wrapper.
 
-    Documented on :class:`qmp_wrappers.QMPBehaviorWrapper`, whose arguments it validates.
+    Each wrapper owns one and forwards its public API (:class:`QSwitchControls`) to it; a
+    single env is a batch of ``num_envs=1``.
+
+    Args:
+        env: the wrapped env (or vector env, or an object answering ``find_tasks``); read for
+            its task count and names, the action bounds of its innermost env, and refused if a
+            normaliser inside it would hide the one-hot task id.
+        observation_space: the observation space of one env; must be a flat ``Box``.
+        action_space: the action space of one env; must be a flat ``Box``.
+        num_envs: the batch size B of every step.
+        num_tasks: the task count N; found on ``env`` when None (see :func:`find_tasks`).
+        options: the checked wrapper options.
+        next_step_autoreset: the env resets a finished sub-env on the step after its end
+            (Gymnasium's ``NEXT_STEP`` autoreset): that step is not a selection.
+
+    Raises:
+        ValueError: a normaliser inside ``env`` normalises the one-hot task id (without
+            ``task_id_fn``), or ``num_tasks`` exceeds the observation size.
+        TypeError: the observation or action space is not a flat ``Box``.
+        qmp_envs.validation.InputError: ``num_tasks`` < 1 (``InputTypeError`` if not an
+            integer).
     """
 
     def __init__(
@@ -107,105 +263,64 @@ class QSwitchState:
         action_space: gym.Space,
         num_envs: int,
         num_tasks: int | None = None,
+        options: SwitchOptions | None = None,
         *,
-        scoring: str = "original",
-        mixture: str = "qswitch",
-        temperature: float = 1.0,
-        hold_steps: int = 1,
-        start_step: int = 0,
-        extra_policies: Sequence[Callable] = (),
-        extra_policy_names: Sequence[str] | None = None,
-        task_id_fn: Callable | None = None,
-        relabel_fn: Callable | None = None,
-        seed: int | None = None,
-        guide_filter: bool = True,
-        guide_block: bool = True,
-        guide_filter_start: int = 0,
         next_step_autoreset: bool = False,
     ):
-        if scoring not in SCORING_RULES:
-            raise ValueError(f"scoring must be one of {SCORING_RULES}, got {scoring!r}")
-        if mixture not in MIXTURES:
-            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
-        temperature = validation.real("temperature", temperature, above=0)
-        # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
-        hold_steps, start_step, guide_filter_start = (
-            validation.integer(name, value, minimum=least, integral_floats=True)
-            for name, value, least in (
-                ("hold_steps", hold_steps, 1),
-                ("start_step", start_step, 0),
-                ("guide_filter_start", guide_filter_start, 0),
-            )
-        )
-        if (task_id_fn is None) != (relabel_fn is None):
-            raise ValueError("task_id_fn and relabel_fn must be given together")
-        refuse_inner_normalizer(env, task_id_fn is not None)
-        extra_policies = list(extra_policies)
-        for i, fn in enumerate(extra_policies):
-            if not callable(fn):
-                raise TypeError(f"extra_policies[{i}] is not callable: {fn!r}")
-        if extra_policy_names is None:
-            extra_policy_names = [
-                getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies)
-            ]
-        if len(extra_policy_names) != len(extra_policies):
-            raise ValueError(
-                f"got {len(extra_policy_names)} extra_policy_names for "
-                f"{len(extra_policies)} extra_policies"
-            )
-        found = find_tasks(env)
-        if num_tasks is None:
-            num_tasks = found[0] if found is not None else None
-        else:
-            num_tasks = validation.integer("num_tasks", num_tasks, minimum=1)
-        if not (
-            isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1
-        ):
-            raise TypeError(f"QMP needs a flat Box observation space, got {observation_space}")
-        if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
-            raise TypeError(f"QMP needs a flat Box action space, got {action_space}")
-        obs_size = observation_space.shape[0]
-        if num_tasks is not None and task_id_fn is None and num_tasks > obs_size:
-            raise ValueError(f"num_tasks={num_tasks} exceeds the observation size {obs_size}")
+        options = options if options is not None else SwitchOptions()
+        refuse_inner_normalizer(env, options.task_id_fn is not None)
+        self.num_tasks, self.task_names = _task_count_and_names(env, num_tasks)
+        observation_box = _flat_box("observation", observation_space)
+        action_box = _flat_box("action", action_space)
+        _check_one_hot_fits(self.num_tasks, options, observation_box)
+        self.observation_space, self.action_space = observation_box, action_box
+        self.num_envs, self.next_step_autoreset = num_envs, next_step_autoreset
+        self.action_dim = int(action_box.shape[0])
+        self._take_options(options)
+        self._start_fresh()
+        # Clip to the bounds the innermost env enforces: a ClipAction inside the wrapper widens
+        # the space it shows to +-inf, yet the env still executes clipped actions.
+        low, high = innermost_action_bounds(env, action_box)
+        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
 
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.num_envs = num_envs
-        self.num_tasks = num_tasks
-        self.task_names = found[1] if found is not None and len(found[1]) == num_tasks else None
-        self.scoring, self.mixture, self.temperature = scoring, mixture, float(temperature)
-        self.hold_steps, self.start_step = hold_steps, start_step
-        self.extra_policies = extra_policies
-        self.extra_policy_names = list(extra_policy_names)
-        self.task_id_fn, self.relabel_fn = task_id_fn, relabel_fn
-        self.guide_filter, self.guide_block = bool(guide_filter), bool(guide_block)
-        self.guide_filter_start = guide_filter_start
+    def _take_options(self, options: SwitchOptions) -> None:
+        """The options as attributes of their own (tests and scripts change some mid-run)."""
+        self.scoring, self.mixture, self.temperature = (
+            options.scoring,
+            options.mixture,
+            options.temperature,
+        )
+        self.hold_steps, self.start_step = options.hold_steps, options.start_step
+        self.extra_policies = list(options.extra_policies)
+        self.extra_policy_names = list(options.extra_policy_names or ())
+        self.task_id_fn, self.relabel_fn = options.task_id_fn, options.relabel_fn
+        self.guide_filter, self.guide_block = options.guide_filter, options.guide_block
+        self.guide_filter_start = options.guide_filter_start
+        self.rng = np.random.default_rng(options.seed)
+
+    def _start_fresh(self) -> None:
+        """Nothing attached, no step taken, no selection counted."""
         self.guide: GuideNetworks | None = None
         self.view: Callable[[torch.Tensor], torch.Tensor] | None = None
-        # Rows that made a fresh choice at the last step (the start of a guided K-step segment).
-        self.choice_made = np.zeros(num_envs, dtype=bool)
-        self.action_dim = int(action_space.shape[0])
-        self.enabled = True
-        self.rng = np.random.default_rng(seed)
-        self.next_step_autoreset = next_step_autoreset
-        self.steps_taken = 0
         self.policy: CallableAdapter | None = None
         self.q_function: CallableAdapter | None = None
         self.extras: list[CallableAdapter] = []
         self.device = torch.device("cpu")
+        self.enabled = True
+        self.steps_taken = 0
         self.last_obs: np.ndarray | None = None
-        self.held = np.zeros(num_envs, dtype=np.int64)
-        self.hold_left = np.zeros(num_envs, dtype=np.int64)
-        self.resetting = np.zeros(num_envs, dtype=bool)
+        # Rows that made a fresh choice at the last step (the start of a guided K-step segment).
+        self.choice_made = np.zeros(self.num_envs, dtype=bool)
+        self.held = np.zeros(self.num_envs, dtype=np.int64)
+        self.hold_left = np.zeros(self.num_envs, dtype=np.int64)
+        self.resetting = np.zeros(self.num_envs, dtype=bool)
         self.counts = (
             None
-            if num_tasks is None
-            else np.zeros((num_tasks, num_tasks + len(extra_policies)), dtype=np.int64)
+            if self.num_tasks is None
+            else np.zeros(
+                (self.num_tasks, self.num_tasks + len(self.extra_policies)), dtype=np.int64
+            )
         )
-        # Clip to the bounds the innermost env enforces: a ClipAction inside the wrapper widens
-        # the space it shows to +-inf, yet the env still executes clipped actions.
-        low, high = innermost_action_bounds(env, action_space)
-        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
 
     # -- attaching -------------------------------------------------------------------------
     def attach(

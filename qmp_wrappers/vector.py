@@ -6,7 +6,7 @@ One batched policy call and one batched Q call per step serve every sub-env.
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
@@ -18,11 +18,26 @@ from qmp_wrappers.switch import QSwitchControls, QSwitchState, SwitchOptions
 class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     """The Q-switch mixture of all task policies for every sub-env of a vector env.
 
-    Takes the arguments of :class:`qmp_wrappers.QMPBehaviorWrapper`. Sub-envs may run any
-    tasks (a ``qmp/`` id's ``make_vec`` gives one per task); ``info["qmp_action"]`` ``(B, A)``
-    and ``info["qmp_policy"]`` ``(B,)`` come with Gymnasium's ``_key`` masks. Works inside
-    and outside other vector wrappers (e.g. ``RecordEpisodeStatistics``); reach it from
-    outside with :func:`qmp_wrappers.find_qmp_wrapper`.
+    Sub-envs may run any tasks (a ``qmp/`` id's ``make_vec`` gives one per task);
+    ``info["qmp_action"]`` ``(B, A)`` and ``info["qmp_policy"]`` ``(B,)`` come with Gymnasium's
+    ``_key`` masks. Works inside and outside other vector wrappers (e.g.
+    ``RecordEpisodeStatistics``); reach it from outside with
+    :func:`qmp_wrappers.find_qmp_wrapper`. Otherwise as :class:`qmp_wrappers.QMPBehaviorWrapper`.
+
+    Args:
+        env: the vector env of multi-task envs; observations end with a one-hot task id.
+        num_tasks: N; read from the suite facts of a ``qmp/`` id, or from ``num_tasks`` of the
+            first sub-env, when omitted.
+        **options: the fields of :class:`~qmp_wrappers.switch.SwitchOptions` as keywords, each
+            documented there with its default.
+
+    Raises:
+        TypeError: ``env`` is not a ``VectorEnv`` (use :class:`qmp_wrappers.QMPBehaviorWrapper`
+            for one env); an unknown option; the single observation or action space is not a
+            flat ``Box``.
+        ValueError: an option out of range (see :class:`~qmp_wrappers.switch.SwitchOptions`),
+            ``num_tasks`` larger than the observation, or a normaliser inside the wrapper that
+            would hide the one-hot task id.
 
     Example: each task policy proposes ``task / 10``; every task's Q prefers actions near 0.3,
     so every task executes policy 3's proposal.
@@ -39,9 +54,7 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     [1.0, 1.0, 1.0, 1.0, 1.0]
     """
 
-    def __init__(
-        self, env: VectorEnv, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
-    ):
+    def __init__(self, env: VectorEnv, num_tasks: int | None = None, **options: Any):
         if not isinstance(env, VectorEnv):
             raise TypeError(
                 f"expected a gymnasium VectorEnv, got {type(env).__name__}; use "
@@ -55,8 +68,8 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
             env.single_action_space,
             env.num_envs,
             num_tasks,
+            SwitchOptions(**options),
             next_step_autoreset=autoreset == AutoresetMode.NEXT_STEP,
-            **options,
         )
 
     def reset(
