@@ -39,7 +39,22 @@ class EvalResult:
         return float(np.mean(self.episode_return))
 
     def as_dict(self, prefix: str = "eval/") -> dict[str, float]:
-        """Flat metrics, e.g. ``eval/success_mean`` and ``eval/success/<task>``."""
+        """Flat metrics for a logger: means over tasks, then each task's value.
+
+        Args:
+            prefix: put before every key.
+
+        Returns:
+            ``{prefix}success_mean``, ``{prefix}return_mean``, ``{prefix}<extra>_mean`` and per
+            task ``{prefix}success/<task>``, ``{prefix}return/<task>``,
+            ``{prefix}<extra>/<task>``, as Python floats.
+
+        Example:
+            >>> result = EvalResult(["a", "b"], np.array([1.0, 0.0]), np.array([2.0, 4.0]),
+            ...                     np.array([5, 5]), episodes_per_task=1)
+            >>> result.as_dict()["eval/success_mean"], result.as_dict()["eval/return/b"]
+            (0.5, 4.0)
+        """
         metrics = {
             f"{prefix}success_mean": self.mean_success,
             f"{prefix}return_mean": self.mean_return,

@@ -153,6 +153,14 @@ class FixedDirectionPolicy:
     Called on a batch of observations ``(B, obs_dim)`` it returns ``(sampled, mean)``, both
     ``(B, 2)`` float32, which is the signature ``QMPBehaviorWrapper(extra_policies=...)`` takes.
 
+    Args:
+        name: the direction, a key of ``HELPER_DIRECTIONS`` (``"up"``, ``"up-right"``, ...).
+        noise_std: the standard deviation of the sampling noise, >= 0.
+        seed: seed of the policy's own random stream.
+
+    Raises:
+        ValueError: an unknown ``name``, or ``noise_std`` negative or NaN.
+
     >>> policy = FixedDirectionPolicy("up-right", seed=0)
     >>> sampled, mean = policy(np.zeros((4, 3), dtype=np.float32))
     >>> mean[0].tolist(), sampled.shape
@@ -181,7 +189,22 @@ class FixedDirectionPolicy:
 
 
 def helper_policies(names: list[str], seed: int | None = None) -> list[FixedDirectionPolicy]:
-    """The named helpers, each with its own seeded RNG (seed, seed + 1, ...)."""
+    """The named helper policies of PointReach, each with its own seeded random stream.
+
+    Args:
+        names: directions, keys of ``HELPER_DIRECTIONS``.
+        seed: helper i is seeded with ``seed + i``; None seeds each from the OS.
+
+    Returns:
+        One :class:`FixedDirectionPolicy` per name (noise 0.1), in order.
+
+    Raises:
+        ValueError: an unknown name.
+
+    Example:
+        >>> [policy.name for policy in helper_policies(["up", "right"], seed=0)]
+        ['up', 'right']
+    """
     return [
         FixedDirectionPolicy(name, seed=None if seed is None else seed + i)
         for i, name in enumerate(names)
