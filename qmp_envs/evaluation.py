@@ -20,14 +20,23 @@ from qmp_envs.suites import suite_facts
 
 @dataclass
 class EvalResult:
-    """Per-task evaluation results (arrays of length N) and their means over tasks."""
+    """Per-task evaluation results (arrays of length N) and their means over tasks.
+
+    Attributes:
+        task_names: the N task names, in one-hot order.
+        success: each task's success rate over its episodes.
+        episode_return: each task's mean undiscounted return.
+        episode_length: each task's mean episode length.
+        episodes_per_task: episodes run per task.
+        extras: per-task rates of the family's extra boolean info keys (e.g. Reacher's
+            ``task_complete``), by key.
+    """
 
     task_names: list[str]
     success: np.ndarray
     episode_return: np.ndarray
     episode_length: np.ndarray
     episodes_per_task: int
-    #: Per-task rates of the family's extra boolean info keys (e.g. Reacher's task_complete).
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property

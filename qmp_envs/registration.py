@@ -99,7 +99,7 @@ for _env_id in SUITES:
 
 
 def register_suites() -> None:
-    """Register every ``qmp/`` id of :data:`~qmp_envs.suites.SUITES` for ``gym.make`` and
+    """Register every ``qmp/`` id of ``qmp_envs.SUITES`` for ``gym.make`` and
     ``gym.make_vec``; ids already registered are left as they are (``import qmp_envs`` calls
     it, so calling it again does nothing)."""
     for facts in SUITES.values():

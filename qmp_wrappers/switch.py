@@ -626,6 +626,19 @@ class QSwitchControls:
 
         Each callable is called once on a probe batch (one row per task) to check its outputs;
         the probe leaves the global torch and NumPy random streams unchanged.
+
+        Raises:
+            ValueError: the task count is unknown (pass ``num_tasks`` to the wrapper); a
+                ``guide`` missing with ``mixture="guide"`` or given with another mixture; an
+                empty critic list; a ``device`` that is not one, or that the networks are not
+                on; a probe output of the wrong shape or range, or with NaN or inf
+                (:class:`~qmp_wrappers.qswitch.ContractError`); a guide whose outputs do not
+                fit (:func:`~qmp_wrappers.guide.check_guide`); an ``agent_view`` that cannot be
+                applied.
+            TypeError: ``policy``, a critic or ``agent_view`` is not callable (or not an env);
+                a callable that fails on the probe batch (the message names it and the input
+                it got); a probe output of the wrong dtype
+                (:class:`~qmp_wrappers.qswitch.ContractTypeError`).
         """
         self.qmp.attach(policy, q_function, device, guide, resolve_agent_view(agent_view, self))
 
@@ -650,7 +663,12 @@ class QSwitchControls:
     def sharing_off(self) -> Iterator[None]:
         """Execute the agent's own actions inside the block, then restore ``enabled``: e.g.
         ``with venv.sharing_off(): evaluate_policy(model, venv)`` scores the agent's own
-        policy, where on the wrapped env SB3's ``evaluate_policy`` would score the mixture."""
+        policy, where on the wrapped env SB3's ``evaluate_policy`` would score the mixture.
+
+        Yields:
+            None, once; ``enabled`` is False inside the block, and as it was after it (also
+            after an error).
+        """
         previous = self.qmp.enabled
         self.qmp.enabled = False
         try:
@@ -688,8 +706,20 @@ class QSwitchControls:
         return self.qmp.selection_counts()
 
     def selection_matrix(self, normalize: bool = True) -> np.ndarray:
-        """The selection matrix; rows normalised to frequencies (rows never visited stay 0)."""
+        """How often each task executed each candidate since the last reset of the statistics.
+
+        Args:
+            normalize: rows as frequencies (rows never visited stay 0); False gives counts.
+
+        Returns:
+            ``(N, N + E)`` float64: row = task being collected, column = candidate executed
+            (:attr:`candidate_names`).
+
+        Raises:
+            ValueError: the task count is unknown (no statistics are kept).
+        """
         return self.qmp.selection_matrix(normalize)
 
     def reset_selection_stats(self) -> None:
+        """Zero the selection statistics (e.g. at the start of each logging period)."""
         self.qmp.reset_selection_stats()

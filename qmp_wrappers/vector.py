@@ -110,17 +110,42 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
         return AutoresetMode(mode)
 
     def get_attr(self, name: str) -> tuple:
-        """The sub-environments' attribute ``name`` (forwarded to the vector env)."""
+        """The sub-environments' attribute ``name`` (forwarded to the vector env).
+
+        Args:
+            name: the attribute.
+
+        Returns:
+            Its value in every sub-env, in order.
+        """
         return self.env.get_attr(name)  # type: ignore[attr-defined]
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple:
-        """Call method ``name`` of every sub-environment (forwarded to the vector env)."""
+        """Call method ``name`` of every sub-environment (forwarded to the vector env).
+
+        Args:
+            name: the method.
+            *args: its positional arguments.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            Each sub-env's result, in order.
+        """
         return self.env.call(name, *args, **kwargs)  # type: ignore[attr-defined]
 
 
 def find_qmp_wrapper(env: Any) -> Any:
     """The QMP wrapper inside a stack of (vector) wrappers, e.g. under
     ``RecordEpisodeStatistics``, so ``attach`` and the statistics stay reachable.
+
+    Args:
+        env: the outermost wrapper; each layer's ``env`` is followed inward.
+
+    Returns:
+        The first QMP wrapper (any of the Gymnasium or SB3 ones) found, outermost first.
+
+    Raises:
+        ValueError: no layer is a QMP wrapper.
 
     >>> import gymnasium as gym, qmp_envs
     >>> envs = gym.wrappers.vector.RecordEpisodeStatistics(
