@@ -331,6 +331,20 @@ class QSwitchState:
         guide: GuideNetworks | None = None,
         view: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """Bind the agent's networks (and the extra policies) after checking them on a probe
+        batch; :meth:`QSwitchControls.attach` documents the arguments and errors.
+
+        Args:
+            policy: the agent's task policies.
+            q_function: the agent's critic, or a list of critics.
+            device: where input tensors live (inferred from torch modules when None).
+            guide: the guide networks, with ``mixture="guide"`` only.
+            view: the agent's view of observations (its normalisers), if not the identity.
+
+        Raises:
+            ValueError: see :meth:`QSwitchControls.attach`.
+            TypeError: see :meth:`QSwitchControls.attach`.
+        """
         if self.mixture == "guide" and guide is None:
             raise ValueError('mixture="guide" needs attach(..., guide=...): see qmp_wrappers.guide')
         if self.mixture != "guide" and guide is not None:
@@ -365,6 +379,7 @@ class QSwitchState:
         self.guide = guide
 
     def detach(self) -> None:
+        """Forget the attached callables; actions pass through again."""
         self.policy = self.q_function = self.guide = self.view = None
         self.extras = []
 
@@ -386,6 +401,13 @@ class QSwitchState:
         untouched: no selection statistics, no hold state, the global torch and NumPy random
         streams restored after each call, and extra policies called on copies (their own
         random streams stay where training left them).
+
+        Returns:
+            The evaluation policy.
+
+        Raises:
+            RuntimeError: nothing is attached (or the task count is unknown).
+            ValueError: ``mixture="guide"`` (the guide, not a Q-switch, picks the candidate).
         """
         if self.policy is None or self.q_function is None or self.num_tasks is None:
             raise RuntimeError("mixture_policy() needs attach(policy, q_function) first")
@@ -433,11 +455,31 @@ class QSwitchState:
         return list(names) + self.extra_policy_names
 
     def selection_counts(self) -> np.ndarray:
+        """The selection statistics as counts.
+
+        Returns:
+            A copy of the ``(N, N + E)`` int64 counts (row: task collected, column: candidate
+            executed).
+
+        Raises:
+            ValueError: the task count is unknown.
+        """
         if self.counts is None:
             raise ValueError("no selection statistics: the task count is unknown")
         return self.counts.copy()
 
     def selection_matrix(self, normalize: bool = True) -> np.ndarray:
+        """The selection statistics; :meth:`QSwitchControls.selection_matrix` documents them.
+
+        Args:
+            normalize: rows as frequencies; False gives counts (as float64).
+
+        Returns:
+            The ``(N, N + E)`` float64 matrix.
+
+        Raises:
+            ValueError: the task count is unknown.
+        """
         counts = self.selection_counts().astype(np.float64)
         if not normalize:
             return counts
@@ -445,11 +487,25 @@ class QSwitchState:
         return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
     def reset_selection_stats(self) -> None:
+        """Zero the selection counts."""
         if self.counts is not None:
             self.counts[:] = 0
 
     # -- the Q-switch ----------------------------------------------------------------------
     def task_ids(self, obs: np.ndarray) -> np.ndarray:
+        """The task of every observation row: ``task_id_fn``'s answer, or the one-hot's index.
+
+        Args:
+            obs: observations ``(B, D)``.
+
+        Returns:
+            Task indices ``(B,)``, int64, each in ``[0, N)``.
+
+        Raises:
+            ValueError: ``task_id_fn`` returned the wrong number of ids or one out of range, or
+                an observation's one-hot is not one
+                (:func:`~qmp_wrappers.qswitch.read_one_hot_task`).
+        """
         assert self.num_tasks is not None
         if self.task_id_fn is not None:
             task_ids = np.asarray(self.task_id_fn(obs), dtype=np.int64).reshape(-1)
@@ -463,6 +519,16 @@ class QSwitchState:
         return read_one_hot_task(obs, self.num_tasks)
 
     def relabel(self, obs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Each observation row as seen by another task (``relabel_fn``, or the one-hot
+        rewritten).
+
+        Args:
+            obs: observations ``(M, D)``.
+            task_ids: the task each row should show, ``(M,)``.
+
+        Returns:
+            The relabelled observations ``(M, D)``, float32, on ``obs``'s device.
+        """
         assert self.num_tasks is not None
         if self.relabel_fn is None:
             return relabel_one_hot(obs, task_ids.to(obs.device), self.num_tasks)
@@ -470,15 +536,39 @@ class QSwitchState:
         return torch.as_tensor(np.asarray(out, dtype=np.float32), device=obs.device)
 
     def validate_actions(self, actions: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
-        """The agent's actions as a float32 ``(B, A)`` array, or a clear error (tensors with
-        grad are accepted; boolean, complex, NaN or inf actions are refused)."""
+        """The agent's actions as a float32 ``(B, A)`` array (tensors with grad are accepted).
+
+        Args:
+            actions: the actions the agent gave ``step``.
+            expected_shape: the shape ``step`` takes (``(A,)`` for one env, ``(B, A)``).
+
+        Returns:
+            The actions, float32, ``(B, A)``.
+
+        Raises:
+            qmp_envs.validation.InputTypeError: boolean, complex or non-numeric actions.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+        """
         array = validation.real_array(
             "the agent's action array", actions, dtype=np.float32, shape=expected_shape
         )
         return array.reshape(self.num_envs, self.action_dim)
 
     def select(self, agent_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Executed actions ``(B, A)`` (inside the action space) and candidate indices ``(B,)``."""
+        """Choose what every env executes this step, and count the choice.
+
+        Args:
+            agent_actions: the agent's checked actions ``(B, A)``.
+
+        Returns:
+            The executed actions ``(B, A)`` (inside the action space) and the executed
+            candidates' indices ``(B,)`` (-1 where the task count is unknown).
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            ValueError: an observation with NaN or inf that the Q-switch would score; errors of
+                :meth:`task_ids`.
+        """
         if self.last_obs is None:
             raise RuntimeError("call reset() before step()")
         self.steps_taken += self.num_envs
@@ -564,6 +654,14 @@ class QSwitchState:
         np.add.at(self.counts, (task_ids[counted], chosen[counted]), 1)
 
     def after_step(self, obs: Any, terminated: Any, truncated: Any) -> None:
+        """Record the step's outcome: the next observations, and fresh choices where an
+        episode ended.
+
+        Args:
+            obs: the observations the env returned, ``(B, D)`` or ``(D,)``.
+            terminated: the env's terminations, one per env.
+            truncated: the env's truncations, one per env.
+        """
         self.last_obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
         done = np.asarray(terminated, dtype=bool).reshape(-1) | np.asarray(
             truncated, dtype=bool
@@ -575,6 +673,13 @@ class QSwitchState:
         self.resetting = done & self.next_step_autoreset
 
     def after_reset(self, obs: Any, seed: Any) -> None:
+        """Start over after a reset: fresh choices, and the wrapper's random stream reseeded
+        when a seed was given.
+
+        Args:
+            obs: the reset observations.
+            seed: the reset's seed (an int, a list whose first entry seeds, or None).
+        """
         if seed is not None:
             base_seed = seed if isinstance(seed, int) else int(np.asarray(seed).reshape(-1)[0])
             self.rng = np.random.default_rng(base_seed)
