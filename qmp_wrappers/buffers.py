@@ -223,7 +223,15 @@ class QMPReplayBuffer(ReplayBuffer):
 
 
 class TaskBatch(NamedTuple):
-    """Per-task minibatches stacked on a leading task axis: ``(N, B, ...)``."""
+    """Per-task minibatches stacked on a leading task axis: ``(N, B, ...)``.
+
+    Attributes:
+        observations: ``(N, B, D)``.
+        actions: the executed actions ``(N, B, A)``.
+        next_observations: ``(N, B, D)``.
+        dones: ``(N, B)``, 0 where an episode was cut by a time limit.
+        rewards: ``(N, B)``.
+    """
 
     observations: torch.Tensor
     actions: torch.Tensor

@@ -17,6 +17,16 @@ from qmp_envs.suites import suite_facts
 class MultiTaskParallelEnv(ParallelEnv):
     """One PettingZoo agent per task of a ``qmp/`` environment.
 
+    Agent k acts in its own env pinned to task k; agents are named after the tasks.
+
+    Args:
+        env_id: a ``qmp/`` id.
+        **env_kwargs: passed to every agent's ``gym.make`` (not ``task``).
+
+    Raises:
+        ValueError: a ``task`` keyword (each agent has its own task).
+        KeyError: an unknown ``env_id``.
+
     >>> import qmp_envs
     >>> env = MultiTaskParallelEnv("qmp/MazeLarge10-v0")
     >>> observations, infos = env.reset(seed=0)
@@ -37,9 +47,31 @@ class MultiTaskParallelEnv(ParallelEnv):
         self.render_mode = None
 
     def observation_space(self, agent: str) -> gym.Space:
+        """The observation space of one agent.
+
+        Args:
+            agent: the agent's name (its task's name).
+
+        Returns:
+            Its env's observation space.
+
+        Raises:
+            KeyError: an unknown agent.
+        """
         return self._env(agent).observation_space
 
     def action_space(self, agent: str) -> gym.Space:
+        """The action space of one agent.
+
+        Args:
+            agent: the agent's name (its task's name).
+
+        Returns:
+            Its env's action space.
+
+        Raises:
+            KeyError: an unknown agent.
+        """
         return self._env(agent).action_space
 
     def _env(self, agent: str) -> gym.Env:

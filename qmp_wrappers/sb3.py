@@ -125,6 +125,24 @@ def make_qmp_vec_env(
     Unlike SB3's ``make_vec_env``, which would put every sub-env on the same task schedule,
     each sub-env is pinned to its task. ``vec_env_cls`` may be ``SubprocVecEnv`` (the Q-switch
     still runs in this process). Sub-envs are wrapped in SB3's ``Monitor`` for episode stats.
+
+    Args:
+        env_id: a ``qmp/`` id.
+        vec_env_cls: SB3's vector env class (``DummyVecEnv`` or ``SubprocVecEnv``).
+        env_kwargs: passed to every sub-env's ``gym.make``.
+        vec_env_kwargs: passed to ``vec_env_cls``.
+        monitor: wrap each sub-env in SB3's ``Monitor``.
+        extra_policies: the wrapper's extra policies
+            (:attr:`~qmp_wrappers.switch.SwitchOptions.extra_policies`).
+        **qmp_options: the other fields of :class:`~qmp_wrappers.switch.SwitchOptions`.
+
+    Returns:
+        The Q-switch over the N sub-envs.
+
+    Raises:
+        KeyError: an unknown ``env_id``.
+        TypeError: an unknown option.
+        ValueError: an option out of range (see :class:`~qmp_wrappers.switch.SwitchOptions`).
     """
     facts = suite_facts(env_id)
     env_kwargs = dict(env_kwargs or {})

@@ -37,11 +37,23 @@ from qmp_wrappers.qswitch import (
 
 
 def find_tasks(env: Any) -> tuple[int, list[str]] | None:
-    """``(num_tasks, task_names)`` of a multi-task env under any stack of Gymnasium wrappers.
+    """The tasks of a multi-task env under any stack of Gymnasium wrappers.
 
     A ``qmp/`` id is read from its suite facts (via ``env.spec``); any other env from the
     ``num_tasks`` / ``task_names`` attributes of the innermost env (a vector env's first
-    sub-env). None if neither says.
+    sub-env).
+
+    Args:
+        env: an env or vector env, wrapped or not.
+
+    Returns:
+        ``(num_tasks, task_names)`` (names ``task_{j}`` where the env has none), or None if
+        neither says.
+
+    Example:
+        >>> import gymnasium as gym, qmp_envs
+        >>> find_tasks(gym.make("qmp/PointReachMT4-v0"))[0]
+        4
     """
     spec = getattr(env, "spec", None)
     if spec is not None and spec.id in SUITES:
@@ -62,7 +74,15 @@ def innermost_action_bounds(
     env: Any, action_space: gym.spaces.Box
 ) -> tuple[np.ndarray, np.ndarray]:
     """``action_space``'s bounds narrowed to those of the innermost env (a vector env's base
-    and its first sub-env's), where that env has a Box of the same shape."""
+    and its first sub-env's), where that env has a Box of the same shape.
+
+    Args:
+        env: the wrapped env or vector env.
+        action_space: the (single) action space the QMP wrapper sees.
+
+    Returns:
+        ``(low, high)``, float64 arrays of the action's shape.
+    """
     low = np.asarray(action_space.low, dtype=np.float64)
     high = np.asarray(action_space.high, dtype=np.float64)
     inner = getattr(env, "unwrapped", env)
