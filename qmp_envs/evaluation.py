@@ -297,7 +297,25 @@ def evaluate_policy(
 
 def policy_actions(policy: Callable, batch: np.ndarray, action_dim: int) -> np.ndarray:
     """The policy's actions for a batch of observations, checked to be ``(B, action_dim)``
-    finite real numbers (a scalar or a flat row is refused, not broadcast)."""
+    finite real numbers (a scalar or a flat row is refused, not broadcast).
+
+    Args:
+        policy: ``obs (B, obs_dim) -> actions (B, action_dim)``.
+        batch: the observations ``(B, obs_dim)``.
+        action_dim: the action size.
+
+    Returns:
+        The actions as a float64 array ``(B, action_dim)``.
+
+    Raises:
+        qmp_envs.validation.InputError: the wrong shape, NaN or inf (the message says what the
+            policy must map to what).
+        qmp_envs.validation.InputTypeError: actions that are not real numbers.
+
+    Example:
+        >>> policy_actions(lambda obs: np.zeros((len(obs), 2)), np.ones((3, 4)), 2).shape
+        (3, 2)
+    """
     expected = (len(batch), action_dim)
     try:
         return validation.real_array("the policy's action array", policy(batch), shape=expected)

@@ -52,6 +52,14 @@ REACH_RADIUS = 0.08
 
 
 def kitchen_model_path() -> Path:
+    """Where gymnasium-robotics keeps the Franka kitchen model the suite loads.
+
+    Returns:
+        The path of ``kitchen_env_model.xml``.
+
+    Raises:
+        ImportError: gymnasium-robotics is not installed (the message says how to install it).
+    """
     spec = importlib.util.find_spec("gymnasium_robotics")
     if spec is None or spec.origin is None:
         raise ImportError(
@@ -68,6 +76,16 @@ def gaussian_tolerance(
     """dm_control's ``tolerance`` with bounds (0, upper) and the Gaussian sigmoid: 1 inside the
     bounds, ``value_at_margin`` at ``margin`` beyond them.
 
+    Args:
+        x: the distance.
+        upper: the upper bound of the tolerated interval.
+        margin: how far beyond ``upper`` the value falls to ``value_at_margin`` (<= 0: 0 there).
+        value_at_margin: the value at ``upper + margin``.
+
+    Returns:
+        The tolerance, in ``[0, 1]``.
+
+    Example:
     >>> gaussian_tolerance(0.05, 0.08, 0.2), round(gaussian_tolerance(0.28, 0.08, 0.2), 6)
     (1.0, 0.1)
     """

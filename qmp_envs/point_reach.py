@@ -33,6 +33,13 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
     Args:
         ctrl_cost: weight of the ``-ctrl_cost * |a|^2`` step penalty (0.01 makes plain SAC settle
             on standing still, the paper's suboptimal fixed point).
+        render_mode: ``None`` or ``"rgb_array"``.
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MultiTaskEnv` (``task``,
+            ``task_schedule``).
+
+    Raises:
+        ValueError: ``ctrl_cost`` negative, NaN or inf; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/PointReach-v0")
@@ -110,6 +117,17 @@ class PointReachTrapEnv(PointReachEnv, suite="qmp/PointReach-v1"):
     Q-switch executes the helpers' directed actions whenever the task's Q rates them at least as
     high as the policy's own, so its collected trajectories can reach the goal, and once a goal
     reward is in the data the Q of moving up-right exceeds every other candidate's.
+
+    Args:
+        start_bonus: the reward of each step near the start.
+        start_radius: how near the start cell's centre counts as near.
+        goal_reward: the reward of entering the goal.
+        **kwargs: the arguments of :class:`PointReachEnv` (``ctrl_cost``, ``render_mode``,
+            ``task``, ...).
+
+    Raises:
+        ValueError: a reward or radius negative, NaN or inf; the errors of
+            :class:`PointReachEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/PointReach-v1")
@@ -234,6 +252,13 @@ class PointReachMT4Env(PointReachEnv, suite="qmp/PointReachMT4-v0"):
 
     It exists so ``make demo`` can show success rising within a minute on 2 CPU cores; the
     paper's suites need hundreds of thousands of steps before anything moves.
+
+    Args:
+        **kwargs: the arguments of :class:`PointReachEnv` (``ctrl_cost``, ``render_mode``,
+            ``task``, ``task_schedule``).
+
+    Raises:
+        As :class:`PointReachEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/PointReachMT4-v0")

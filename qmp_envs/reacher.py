@@ -134,7 +134,11 @@ _GEARS = [5, 10, 10, 10, 10, 10]
 
 
 def jaco_reacher_xml() -> str:
-    """The MJCF of the reacher scene, generated from the tables above."""
+    """The MJCF of the reacher scene, generated from the tables above.
+
+    Returns:
+        The XML text.
+    """
     inner = '          <site name="hand" pos="0 0 0" size="0.01" rgba="0 1 0 1"/>\n'
     for index in reversed(range(len(_LINKS))):
         name, pos, quat, axis, rng, ref, inertial, fromto, radius = _LINKS[index]
@@ -239,6 +243,14 @@ class MultistageReacherEnv(MujocoMultiTaskEnv, suite="qmp/MultistageReacher-v0")
         return self.data.site_xpos[self._hand_site].copy()
 
     def goal_position(self, name: str) -> np.ndarray:
+        """Where a subgoal is.
+
+        Args:
+            name: a key of ``SUBGOALS``, or ``"stay"`` (the goal drawn at reset).
+
+        Returns:
+            A copy of its position.
+        """
         if name == "stay":
             assert self._stay_goal is not None, "the stay goal is drawn at the first reset"
             return self._stay_goal.copy()

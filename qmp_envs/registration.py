@@ -90,6 +90,16 @@ def vector_entry_point_name(env_id: str) -> str:
 
     Registered as a string (``"qmp_envs.registration:make_vec_PointReach_v0"``) rather than a
     ``partial``, so ``gym.spec(env_id).to_json()`` works.
+
+    Args:
+        env_id: a ``qmp/`` id.
+
+    Returns:
+        The attribute's name.
+
+    Example:
+        >>> vector_entry_point_name("qmp/PointReach-v0")
+        'make_vec_PointReach_v0'
     """
     return "make_vec_" + env_id.split("/", 1)[1].replace("-", "_")
 
