@@ -108,6 +108,13 @@ class KitchenMTEasyEnv(MujocoMultiTaskEnv, suite="qmp/KitchenMTEasy-v0"):
         goal_vector: ``"official"`` reproduces the original, which overwrote every task's goal
             vector with the "on/open" goals, so bottom burner-off and light switch-off show their
             "on" goals; ``"correct"`` keeps each task's own goal (default under ``"fixed"``).
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MujocoMultiTaskEnv` (``task``,
+            ``task_schedule``, ``render_mode``, ``width``, ``height``, ``camera``).
+
+    Raises:
+        ImportError: gymnasium-robotics (the kitchen model) is not installed.
+        ValueError: an unknown ``compat`` or quirk flag value; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/KitchenMTEasy-v0", task=0)

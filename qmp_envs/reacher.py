@@ -204,6 +204,12 @@ class MultistageReacherEnv(MujocoMultiTaskEnv, suite="qmp/MultistageReacher-v0")
             lower limit (default under ``compat="fixed"``).
         stay_goal: ``"constant"`` (default in both modes) or ``"sampled"``, the original's
             goal of one random-action step from qpos0, drawn once per instance at first reset.
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MujocoMultiTaskEnv` (``task``,
+            ``task_schedule``, ``render_mode``, ``width``, ``height``, ``camera``).
+
+    Raises:
+        ValueError: an unknown ``compat`` or quirk flag value; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/MultistageReacher-v0", task=3)

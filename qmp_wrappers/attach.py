@@ -255,7 +255,8 @@ class ExtraPolicyAdapter(CallableAdapter):
 
         Raises:
             qmp_wrappers.qswitch.ContractError: a proposal outside the action space, or an
-                output that breaks the contract of :meth:`CallableAdapter.policy`.
+                output that breaks the contract of
+                :meth:`qmp_wrappers.qswitch.CallableAdapter.policy`.
         """
         sampled, mean = super().policy(obs, action_dim)
         hint = "Extra policies must propose actions inside the action space (squash or clip them)"
