@@ -154,6 +154,7 @@ class EvaluationEnvs:
         return [self.facts.task_names[t] for t in self.tasks]
 
     def close(self) -> None:
+        """Close every evaluation env (also done on leaving a ``with`` block)."""
         self.closed = True
         for env in self.envs:
             env.close()

@@ -88,6 +88,15 @@ class CDSTaskMixin:
         )
 
     def reset(self, seed=None, options=None):
+        """Meta-World's reset without its 39-feature frame stacking (as the original did).
+
+        Args:
+            seed: passed to ``MujocoEnv.reset``.
+            options: passed to ``MujocoEnv.reset``.
+
+        Returns:
+            ``MujocoEnv.reset``'s ``(observation, info)``.
+        """
         # Meta-World's reset assumes 39 features (frame stacking): do the original's instead.
         self.curr_path_length = 0
         self.reset_model()

@@ -169,6 +169,20 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
 
     # -- MultiTaskEnv hooks ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """:meth:`MultiTaskEnv.reset <qmp_envs.multitask.MultiTaskEnv.reset>`, with the next
+        goal variation of the task; a seed also restarts the variation orders.
+
+        Args:
+            seed: as :meth:`~qmp_envs.multitask.MultiTaskEnv.reset`.
+            options: as :meth:`~qmp_envs.multitask.MultiTaskEnv.reset`.
+
+        Returns:
+            ``(observation, info)``.
+
+        Raises:
+            As :meth:`~qmp_envs.multitask.MultiTaskEnv.reset`; ``ValueError`` for a task not
+            among ``tasks``.
+        """
         if seed is not None:
             self._orders.clear()  # a seeded reset replays the same variation order
         return super().reset(seed=seed, options=options)
@@ -189,11 +203,17 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
         return obs, float(reward), False, info
 
     def render(self):
+        """The current task's Meta-World frame, seen from ``camera_name``.
+
+        Returns:
+            An RGB image under ``render_mode="rgb_array"`` once a task's env exists, else None.
+        """
         if self.render_mode != "rgb_array" or self._env is None:
             return None
         return self._env.render()
 
     def close(self):
+        """Close every task's Meta-World env; ``step`` and ``reset`` are refused afterwards."""
         super().close()
         for env in self._envs.values():
             env.close()

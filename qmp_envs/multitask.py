@@ -253,6 +253,24 @@ class MultiTaskEnv(gym.Env):
 
     # -- Gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode of the next task (or of ``options["task"]``).
+
+        Args:
+            seed: reseeds ``np_random`` and restarts the task cycle at task 0.
+            options: ``{"task": k}`` runs task k this episode; nothing else is read.
+
+        Returns:
+            ``(observation, info)``; ``info`` holds ``task_id``, ``success`` and
+            ``episode_success`` (both False) and the family's own keys.
+
+        Raises:
+            gymnasium.error.ClosedEnvironmentError: the env was closed.
+            qmp_envs.validation.InputTypeError: a seed that is not an integer, or options that
+                are not a dict.
+            qmp_envs.validation.InputError: a negative seed.
+            ValueError: an option other than ``task`` (the message names the likely intent),
+                or a task out of range (``TypeError`` if it is not an int).
+        """
         self._refuse_if_closed("reset")
         seed = validation.seed("seed", seed)  # Gymnasium refuses NumPy integers
         self._check_reset_options(options)
@@ -266,6 +284,20 @@ class MultiTaskEnv(gym.Env):
         return self._observation(features), info
 
     def step(self, action):
+        """Execute ``action`` (clipped to [-1, 1]) in the current task.
+
+        Args:
+            action: ``(action_dim,)`` real numbers (NumPy arrays, lists or torch tensors).
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``; ``info`` holds
+            ``task_id``, ``success`` (this step) and ``episode_success`` (any step so far).
+
+        Raises:
+            gymnasium.error.ClosedEnvironmentError: the env was closed.
+            qmp_envs.validation.InputTypeError: a boolean, complex or non-numeric action.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+        """
         self._refuse_if_closed("step")
         action = self._validate_action(action)
         features, reward, terminated, info = self._step_task(action)
@@ -367,6 +399,18 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """:meth:`MultiTaskEnv.reset`, after clearing MuJoCo's data (solver warm start too).
+
+        Args:
+            seed: as :meth:`MultiTaskEnv.reset`.
+            options: as :meth:`MultiTaskEnv.reset`.
+
+        Returns:
+            ``(observation, info)``.
+
+        Raises:
+            As :meth:`MultiTaskEnv.reset`.
+        """
         # Clear everything, solver warm-start included, so a seeded reset replays exactly.
         mujoco.mj_resetData(self.model, self.data)
         return super().reset(seed=seed, options=options)
@@ -427,6 +471,11 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return int(counts[_BADQACC] + counts[_BADQVEL] + counts[_BADQPOS])
 
     def render(self):
+        """The current frame, seen from ``camera``.
+
+        Returns:
+            A ``(height, width, 3)`` uint8 image under ``render_mode="rgb_array"``, else None.
+        """
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
@@ -435,6 +484,7 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return self._renderer.render()
 
     def close(self):
+        """Release the renderer; ``step`` and ``reset`` are refused afterwards."""
         super().close()
         self._close_renderer()
 

@@ -80,6 +80,11 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
         return 1.0 if success else -self.ctrl_cost * float(np.dot(action, action))
 
     def render(self):
+        """The arena from above: the goal disc in green, the point in blue.
+
+        Returns:
+            A ``(200, 200, 3)`` uint8 image under ``render_mode="rgb_array"``, else None.
+        """
         if self.render_mode != "rgb_array":
             return None
         size = 200

@@ -90,6 +90,19 @@ class QMPBehaviorWrapper(
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the env, and the wrapper's holds; a seed also reseeds the wrapper's stream.
+
+        Args:
+            seed: the env's seed (NumPy integers too).
+            options: passed to the env.
+
+        Returns:
+            The env's ``(observation, info)``.
+
+        Raises:
+            qmp_envs.validation.InputTypeError: a seed that is not an integer.
+            qmp_envs.validation.InputError: a negative seed.
+        """
         seed = validation.seed("seed", seed)  # NumPy integers too (Gymnasium refuses them)
         obs, info = self.env.reset(seed=seed, options=options)
         self.qmp.after_reset(obs, seed)
@@ -98,6 +111,24 @@ class QMPBehaviorWrapper(
     def step(
         self, action: np.ndarray
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Execute the Q-switch's choice instead of ``action`` (or ``action`` itself while
+        sharing is off).
+
+        Args:
+            action: the agent's action ``(A,)`` (NumPy array, list or torch tensor).
+
+        Returns:
+            The env's ``(observation, reward, terminated, truncated, info)``, ``info`` with
+            ``qmp_action`` and ``qmp_policy`` (and ``qmp_choice_made`` with the guide).
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            qmp_envs.validation.InputTypeError: a boolean, complex or non-numeric action.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+            ValueError: an observation with NaN or inf that the Q-switch would score.
+            qmp_wrappers.qswitch.ContractError: an attached callable's output breaks
+                ``attach``'s contract (an extra policy's proposal outside the action space).
+        """
         agent_actions = self.qmp.validate_actions(action, (self.qmp.action_dim,))
         executed, chosen = self.qmp.select(agent_actions)
         obs, reward, terminated, truncated, info = self.env.step(executed[0])

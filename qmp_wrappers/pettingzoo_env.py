@@ -80,6 +80,15 @@ class MultiTaskParallelEnv(ParallelEnv):
         return self._envs[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None):
+        """Reset every agent's env; all agents are live again.
+
+        Args:
+            seed: agent k's env is seeded with ``seed + k``.
+            options: not read (PettingZoo's signature).
+
+        Returns:
+            ``(observations, infos)``, dicts by agent.
+        """
         self.agents = list(self.possible_agents)
         observations, infos = {}, {}
         for k, agent in enumerate(self.agents):
@@ -88,6 +97,17 @@ class MultiTaskParallelEnv(ParallelEnv):
         return observations, infos
 
     def step(self, actions: dict[str, np.ndarray]):
+        """Step every live agent's env; agents whose episode ends leave ``agents``.
+
+        Args:
+            actions: one action per live agent.
+
+        Returns:
+            ``(observations, rewards, terminations, truncations, infos)``, dicts by agent.
+
+        Raises:
+            KeyError: an action for an agent that is not live, or none for a live one.
+        """
         unknown = set(actions) - set(self.agents)
         if unknown:
             raise KeyError(f"actions for agents that are not live: {sorted(unknown)}")
@@ -103,8 +123,14 @@ class MultiTaskParallelEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def render(self):
+        """Nothing is rendered (the agents' envs render themselves).
+
+        Returns:
+            None.
+        """
         return None
 
     def close(self):
+        """Close every agent's env."""
         for env in self._envs.values():
             env.close()

@@ -67,22 +67,52 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
         self._seed: int | None = options.get("seed")
 
     def reset(self) -> VecEnvObs:
+        """Reset every sub-env; the seed given to :meth:`seed` also reseeds the wrapper.
+
+        Returns:
+            The observations ``(B, D)``.
+        """
         obs = self.venv.reset()
         seed, self._seed = self._seed, None  # SB3 seeds through seed(); reseed our RNG with it
         self.qmp.after_reset(obs, seed)
         return obs
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        """Seed the sub-envs (SB3's way) and, at the next reset, the wrapper's stream.
+
+        Args:
+            seed: the seed.
+
+        Returns:
+            The sub-envs' seeds, as SB3 returns them.
+        """
         self._seed = seed
         return self.venv.seed(seed)
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Send the Q-switch's choices to the sub-envs instead of ``actions``.
+
+        Args:
+            actions: the agent's actions ``(B, A)``.
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf
+                (``InputTypeError`` for boolean, complex or non-numeric actions).
+            ValueError: an observation with NaN or inf that the Q-switch would score.
+        """
         agent_actions = self.qmp.validate_actions(actions, (self.num_envs, self.qmp.action_dim))
         executed, chosen = self.qmp.select(agent_actions)
         self._executed, self._chosen = executed, chosen
         self.venv.step_async(executed)
 
     def step_wait(self) -> VecEnvStepReturn:
+        """Collect the sub-envs' step.
+
+        Returns:
+            SB3's ``(observations, rewards, dones, infos)``; each info gains ``qmp_action``
+            and ``qmp_policy``.
+        """
         obs, rewards, dones, infos = self.venv.step_wait()
         # SB3 resets finished sub-envs at once: obs already starts the next episode.
         self.qmp.after_step(obs, dones, np.zeros_like(dones))

@@ -75,6 +75,20 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the vector env, and the wrapper's holds; a seed also reseeds the wrapper's
+        stream.
+
+        Args:
+            seed: one seed, or one per sub-env (NumPy integers too).
+            options: passed to the vector env.
+
+        Returns:
+            The vector env's ``(observations, infos)``.
+
+        Raises:
+            qmp_envs.validation.InputTypeError: a seed that is not an integer.
+            qmp_envs.validation.InputError: a negative seed.
+        """
         # NumPy integers too (Gymnasium's vector envs refuse them).
         checked: int | list[int | None] | None
         if isinstance(seed, list | tuple):
@@ -88,6 +102,25 @@ class QMPBehaviorWrapper(QSwitchControls, VectorWrapper):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Execute the Q-switch's choices instead of ``actions``, one batched call for all
+        sub-envs.
+
+        Args:
+            actions: the agent's actions ``(B, A)``.
+
+        Returns:
+            The vector env's ``(observations, rewards, terminations, truncations, infos)``,
+            ``infos`` with ``qmp_action`` ``(B, A)`` and ``qmp_policy`` ``(B,)`` and their
+            ``_key`` masks.
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            qmp_envs.validation.InputTypeError: boolean, complex or non-numeric actions.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+            ValueError: an observation with NaN or inf that the Q-switch would score.
+            qmp_wrappers.qswitch.ContractError: an attached callable's output breaks
+                ``attach``'s contract.
+        """
         agent_actions = self.qmp.validate_actions(actions, (self.num_envs, self.qmp.action_dim))
         executed, chosen = self.qmp.select(agent_actions)
         obs, reward, terminated, truncated, info = self.env.step(executed)
