@@ -20,14 +20,23 @@ from qmp_envs.suites import suite_facts
 
 @dataclass
 class EvalResult:
-    """Per-task evaluation results (arrays of length N) and their means over tasks."""
+    """Per-task evaluation results (arrays of length N) and their means over tasks.
+
+    Attributes:
+        task_names: the N task names, in one-hot order.
+        success: each task's success rate over its episodes.
+        episode_return: each task's mean undiscounted return.
+        episode_length: each task's mean episode length.
+        episodes_per_task: episodes run per task.
+        extras: per-task rates of the family's extra boolean info keys (e.g. Reacher's
+            ``task_complete``), by key.
+    """
 
     task_names: list[str]
     success: np.ndarray
     episode_return: np.ndarray
     episode_length: np.ndarray
     episodes_per_task: int
-    #: Per-task rates of the family's extra boolean info keys (e.g. Reacher's task_complete).
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -39,7 +48,22 @@ class EvalResult:
         return float(np.mean(self.episode_return))
 
     def as_dict(self, prefix: str = "eval/") -> dict[str, float]:
-        """Flat metrics, e.g. ``eval/success_mean`` and ``eval/success/<task>``."""
+        """Flat metrics for a logger: means over tasks, then each task's value.
+
+        Args:
+            prefix: put before every key.
+
+        Returns:
+            ``{prefix}success_mean``, ``{prefix}return_mean``, ``{prefix}<extra>_mean`` and per
+            task ``{prefix}success/<task>``, ``{prefix}return/<task>``,
+            ``{prefix}<extra>/<task>``, as Python floats.
+
+        Example:
+            >>> result = EvalResult(["a", "b"], np.array([1.0, 0.0]), np.array([2.0, 4.0]),
+            ...                     np.array([5, 5]), episodes_per_task=1)
+            >>> result.as_dict()["eval/success_mean"], result.as_dict()["eval/return/b"]
+            (0.5, 4.0)
+        """
         metrics = {
             f"{prefix}success_mean": self.mean_success,
             f"{prefix}return_mean": self.mean_return,
@@ -130,6 +154,7 @@ class EvaluationEnvs:
         return [self.facts.task_names[t] for t in self.tasks]
 
     def close(self) -> None:
+        """Close every evaluation env (also done on leaving a ``with`` block)."""
         self.closed = True
         for env in self.envs:
             env.close()
@@ -273,7 +298,25 @@ def evaluate_policy(
 
 def policy_actions(policy: Callable, batch: np.ndarray, action_dim: int) -> np.ndarray:
     """The policy's actions for a batch of observations, checked to be ``(B, action_dim)``
-    finite real numbers (a scalar or a flat row is refused, not broadcast)."""
+    finite real numbers (a scalar or a flat row is refused, not broadcast).
+
+    Args:
+        policy: ``obs (B, obs_dim) -> actions (B, action_dim)``.
+        batch: the observations ``(B, obs_dim)``.
+        action_dim: the action size.
+
+    Returns:
+        The actions as a float64 array ``(B, action_dim)``.
+
+    Raises:
+        qmp_envs.validation.InputError: the wrong shape, NaN or inf (the message says what the
+            policy must map to what).
+        qmp_envs.validation.InputTypeError: actions that are not real numbers.
+
+    Example:
+        >>> policy_actions(lambda obs: np.zeros((len(obs), 2)), np.ones((3, 4)), 2).shape
+        (3, 2)
+    """
     expected = (len(batch), action_dim)
     try:
         return validation.real_array("the policy's action array", policy(batch), shape=expected)

@@ -52,6 +52,14 @@ REACH_RADIUS = 0.08
 
 
 def kitchen_model_path() -> Path:
+    """Where gymnasium-robotics keeps the Franka kitchen model the suite loads.
+
+    Returns:
+        The path of ``kitchen_env_model.xml``.
+
+    Raises:
+        ImportError: gymnasium-robotics is not installed (the message says how to install it).
+    """
     spec = importlib.util.find_spec("gymnasium_robotics")
     if spec is None or spec.origin is None:
         raise ImportError(
@@ -68,6 +76,16 @@ def gaussian_tolerance(
     """dm_control's ``tolerance`` with bounds (0, upper) and the Gaussian sigmoid: 1 inside the
     bounds, ``value_at_margin`` at ``margin`` beyond them.
 
+    Args:
+        x: the distance.
+        upper: the upper bound of the tolerated interval.
+        margin: how far beyond ``upper`` the value falls to ``value_at_margin`` (<= 0: 0 there).
+        value_at_margin: the value at ``upper + margin``.
+
+    Returns:
+        The tolerance, in ``[0, 1]``.
+
+    Example:
     >>> gaussian_tolerance(0.05, 0.08, 0.2), round(gaussian_tolerance(0.28, 0.08, 0.2), 6)
     (1.0, 0.1)
     """
@@ -90,6 +108,13 @@ class KitchenMTEasyEnv(MujocoMultiTaskEnv, suite="qmp/KitchenMTEasy-v0"):
         goal_vector: ``"official"`` reproduces the original, which overwrote every task's goal
             vector with the "on/open" goals, so bottom burner-off and light switch-off show their
             "on" goals; ``"correct"`` keeps each task's own goal (default under ``"fixed"``).
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MujocoMultiTaskEnv` (``task``,
+            ``task_schedule``, ``render_mode``, ``width``, ``height``, ``camera``).
+
+    Raises:
+        ImportError: gymnasium-robotics (the kitchen model) is not installed.
+        ValueError: an unknown ``compat`` or quirk flag value; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/KitchenMTEasy-v0", task=0)

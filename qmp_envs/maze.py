@@ -45,10 +45,30 @@ HORIZON = 600
 
 
 def wall_cells(layout: list[str] = LARGE_MAZE) -> list[tuple[int, int]]:
+    """The wall cells of a maze layout.
+
+    Args:
+        layout: rows of the maze, ``"#"`` a wall.
+
+    Returns:
+        ``(row, column)`` of every wall cell, row by row.
+
+    Example:
+        >>> wall_cells(["##", "#."])
+        [(0, 0), (0, 1), (1, 0)]
+    """
     return [(r, c) for r, row in enumerate(layout) for c, cell in enumerate(row) if cell == "#"]
 
 
 def maze_xml(layout: list[str] = LARGE_MAZE) -> str:
+    """The MuJoCo model of a maze: a point mass, one box per wall cell, a goal marker.
+
+    Args:
+        layout: rows of the maze, ``"#"`` a wall.
+
+    Returns:
+        The MJCF XML text.
+    """
     walls = "\n".join(
         f'    <geom name="wall_{r}_{c}" type="box" pos="{r + 1} {c + 1} 0" size="0.5 0.5 0.2"'
         ' material="wall"/>'
@@ -96,6 +116,10 @@ class MazeLargeEnv(MujocoMultiTaskEnv, suite="qmp/MazeLarge10-v0"):
     """Point mass in the large maze; reward ``exp(-d) - 1``; success and termination at d <= 0.5.
 
     Features are ``[x, y, vx, vy]`` after the step; the goal is not observed, only the one-hot.
+
+    Args:
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MujocoMultiTaskEnv` (``task``,
+            ``task_schedule``, ``render_mode``, ``width``, ``height``).
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/MazeLarge10-v0", task=0)

@@ -29,7 +29,11 @@ PREFIX = "cdsdoor_"
 
 
 def build_cds_model() -> mujoco.MjModel:
-    """The drawer scene with the door attached: drawer slide is qpos 9, door hinge qpos 10."""
+    """The drawer scene with the door attached: drawer slide is qpos 9, door hinge qpos 10.
+
+    Returns:
+        The compiled model (Meta-World's own assets, so Meta-World must be installed).
+    """
     from metaworld.asset_path_utils import full_V3_path_for
 
     base = mujoco.MjSpec.from_file(full_V3_path_for("sawyer_xyz/sawyer_drawer.xml"))
@@ -84,12 +88,26 @@ class CDSTaskMixin:
         )
 
     def reset(self, seed=None, options=None):
+        """Meta-World's reset without its 39-feature frame stacking (as the original did).
+
+        Args:
+            seed: passed to ``MujocoEnv.reset``.
+            options: passed to ``MujocoEnv.reset``.
+
+        Returns:
+            ``MujocoEnv.reset``'s ``(observation, info)``.
+        """
         # Meta-World's reset assumes 39 features (frame stacking): do the original's instead.
         self.curr_path_length = 0
         self.reset_model()
         return MujocoEnv.reset(self, seed=seed, options=options)
 
     def reset_model(self) -> np.ndarray:
+        """Meta-World's reset, with the hand starting at ``hand_start``.
+
+        Returns:
+            The first observation (Meta-World's 39 features).
+        """
         self.hand_init_pos = np.array(self.hand_start)
         return super().reset_model()
 
@@ -98,6 +116,15 @@ class DoorObservationMixin:
     """Meta-World's door rewards read the object at indices 4-10: give them the door's."""
 
     def evaluate_state(self, obs, action):
+        """Meta-World's reward and info, computed on the door's features.
+
+        Args:
+            obs: Meta-World's 39 features, the door's at indices 11-17.
+            action: the executed action.
+
+        Returns:
+            Meta-World's ``(reward, info)`` of the task.
+        """
         obs_door = obs.copy()
         obs_door[4:11] = obs[11:18]
         return super().evaluate_state(obs_door, action)
@@ -135,7 +162,11 @@ _CLASSES: list[type] = []
 
 
 def cds_task_classes() -> list[type]:
-    """The four task classes, built once (they subclass Meta-World's, imported only here)."""
+    """The four task classes, built once (they subclass Meta-World's, imported only here).
+
+    Returns:
+        The classes of door-open, door-close, drawer-open and drawer-close, in task order.
+    """
     if not _CLASSES:
         _CLASSES.extend(_cds_classes())
     return _CLASSES
@@ -150,7 +181,21 @@ def __getattr__(name: str) -> type:
 
 
 def cds_variations(task_id: int, seed: int, low, high) -> np.ndarray:
-    """50 object positions drawn uniformly from the task's reset range."""
+    """50 object positions drawn uniformly from the task's reset range.
+
+    Args:
+        task_id: the task's index (its own random stream).
+        seed: the env's goal seed.
+        low: the lower corner of the reset range.
+        high: the upper corner of the reset range.
+
+    Returns:
+        ``(50, 3)`` positions, the same for the same task and seed.
+
+    Example:
+        >>> cds_variations(0, 0, [0, 0, 0], [1, 1, 1]).shape
+        (50, 3)
+    """
     rng = np.random.default_rng([seed, task_id])
     return rng.uniform(low, high, size=(NUM_VARIATIONS, 3))
 
@@ -160,6 +205,13 @@ class MetaWorldCDSEnv(MetaWorldSuiteEnv, suite="qmp/MetaWorldCDS-v0"):
 
     Observation (21 + 4): hand (3), gripper opening (1), drawer handle (3), drawer quaternion
     (4, w-first), door handle (3), door quaternion (4, x-first), goal (3).
+
+    Args:
+        **kwargs: the arguments of :class:`~qmp_envs.metaworld_suites.MetaWorldSuiteEnv`
+            (``seed``, ``split``, ``tasks``, ``task``, ``render_mode``, ...).
+
+    Raises:
+        As :class:`~qmp_envs.metaworld_suites.MetaWorldSuiteEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/MetaWorldCDS-v0", task=2, seed=0)

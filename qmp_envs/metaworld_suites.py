@@ -46,6 +46,25 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
     """Shared machinery of the Meta-World suites: one Meta-World env per task, built lazily,
     a cycled goal variation per reset, and exact pickling. Subclasses say how to build a
     task's env (:meth:`_make_task_env`) and how to apply a variation (:meth:`_set_variation`).
+
+    Args:
+        seed: seed of the goal variations (the evaluation split uses ``seed + 100``).
+        split: ``"train"`` or ``"eval"``: which goal set the env cycles through.
+        reward_function_version: Meta-World's ``"v2"`` (default, the paper's) or ``"v1"``.
+        tasks: optional subset of task indices this env may use (others raise an error), so a
+            few tasks can be run without building the rest.
+        render_mode: ``None`` or ``"rgb_array"``.
+        width: width of rendered frames, in pixels.
+        height: height of rendered frames, in pixels.
+        camera_name: the Meta-World camera rendered frames are seen from.
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MultiTaskEnv` (``task``,
+            ``task_schedule``).
+
+    Raises:
+        TypeError: ``seed`` is not an int (a bool neither); a task index that is not an int.
+        ValueError: an unknown ``split`` or ``reward_function_version``; ``tasks=[]``, a task
+            index out of range, or a pinned ``task`` not among ``tasks``; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 80}
@@ -90,7 +109,17 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
 
     # -- lazy construction -----------------------------------------------------------------
     def task_env(self, task_id: int):
-        """The Meta-World env of one task, built on first use."""
+        """The Meta-World env of one task, built on first use.
+
+        Args:
+            task_id: the task's index.
+
+        Returns:
+            Its Meta-World env (kept for later calls).
+
+        Raises:
+            ValueError: the task is not among this env's ``tasks``.
+        """
         if self.allowed_tasks is not None and task_id not in self.allowed_tasks:
             raise ValueError(
                 f"task {task_id} ({self.task_names[task_id]}) is not among this env's tasks "
@@ -140,6 +169,20 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
 
     # -- MultiTaskEnv hooks ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """:meth:`MultiTaskEnv.reset <qmp_envs.multitask.MultiTaskEnv.reset>`, with the next
+        goal variation of the task; a seed also restarts the variation orders.
+
+        Args:
+            seed: as :meth:`~qmp_envs.multitask.MultiTaskEnv.reset`.
+            options: as :meth:`~qmp_envs.multitask.MultiTaskEnv.reset`.
+
+        Returns:
+            ``(observation, info)``.
+
+        Raises:
+            As :meth:`~qmp_envs.multitask.MultiTaskEnv.reset`; ``ValueError`` for a task not
+            among ``tasks``.
+        """
         if seed is not None:
             self._orders.clear()  # a seeded reset replays the same variation order
         return super().reset(seed=seed, options=options)
@@ -160,11 +203,17 @@ class MetaWorldSuiteEnv(MultiTaskEnv):
         return obs, float(reward), False, info
 
     def render(self):
+        """The current task's Meta-World frame, seen from ``camera_name``.
+
+        Returns:
+            An RGB image under ``render_mode="rgb_array"`` once a task's env exists, else None.
+        """
         if self.render_mode != "rgb_array" or self._env is None:
             return None
         return self._env.render()
 
     def close(self):
+        """Close every task's Meta-World env; ``step`` and ``reset`` are refused afterwards."""
         super().close()
         for env in self._envs.values():
             env.close()
@@ -200,6 +249,11 @@ class MetaWorldMTEnv(MetaWorldSuiteEnv):
         reward_function_version: Meta-World's ``"v2"`` (default, the paper's) or ``"v1"``.
         tasks: optional subset of task indices this env may use (others raise an error), so a
             few MT50 tasks can be run without building the rest.
+        **kwargs: the other arguments of :class:`MetaWorldSuiteEnv` (``render_mode``, ``task``,
+            ...).
+
+    Raises:
+        ValueError: an unknown ``benchmark``; the errors of :class:`MetaWorldSuiteEnv`.
 
     Each reset takes the next goal variation of the task from a shuffled order, reshuffled
     after every full pass (drawn from ``np_random``), so 50 episodes visit each variation once.
@@ -295,6 +349,15 @@ def scripted_policy(env_id: str) -> Callable[[np.ndarray], np.ndarray]:
 
     Row m is answered by the expert of the task in its one-hot (the last N entries); the expert
     sees Meta-World's 39 features. Useful as a known-good agent for evaluation checks.
+
+    Args:
+        env_id: a Meta-World ``qmp/`` id (``qmp/MetaWorldMT10-v0``, ``qmp/MetaWorldMT50-v0``).
+
+    Returns:
+        ``obs (B, D) -> actions (B, 4)`` float32.
+
+    Raises:
+        KeyError: an unknown id, or one whose tasks have no Meta-World expert.
     """
     from metaworld.policies import ENV_POLICY_MAP
 

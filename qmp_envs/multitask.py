@@ -33,14 +33,49 @@ _BADQACC, _BADQVEL, _BADQPOS = (
 
 
 def validate_choice(name: str, value: Any, choices: tuple) -> Any:
-    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming both."""
+    """``value``, checked to be one of ``choices``.
+
+    Args:
+        name: how the message names the value.
+        value: the value to check.
+        choices: the allowed values.
+
+    Returns:
+        ``value`` itself.
+
+    Raises:
+        ValueError: ``value`` is not one of ``choices`` (the message names both).
+
+    Example:
+        >>> validate_choice("task_schedule", "cycle", ("cycle", "random"))
+        'cycle'
+    """
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
 def resolve_flag(name: str, value: Any, compat: str, official: Any, fixed: Any, choices: tuple):
-    """A quirk flag defaults from ``compat`` and can be overridden one at a time."""
+    """A quirk flag's value: the given one, else the default of the ``compat`` mode.
+
+    Args:
+        name: the flag's name, for the message.
+        value: the value given, or None for the mode's default.
+        compat: ``"official"`` (the original code's behaviour) or another mode (the fix).
+        official: the default under ``compat="official"``.
+        fixed: the default otherwise.
+        choices: the allowed values.
+
+    Returns:
+        The flag's value.
+
+    Raises:
+        ValueError: the value is not one of ``choices``.
+
+    Example:
+        >>> resolve_flag("sparse", None, "official", True, False, (True, False))
+        True
+    """
     if value is None:
         value = official if compat == "official" else fixed
     return validate_choice(name, value, choices)
@@ -74,6 +109,14 @@ class MultiTaskEnv(gym.Env):
         task_schedule: ``"cycle"`` (round robin 0, 1, ..., N-1, 0, ...) or ``"random"`` (a
             uniform draw from ``np_random``) when ``task`` is ``None``.
         render_mode: ``None`` or ``"rgb_array"``.
+
+    Raises:
+        TypeError: ``task`` is not an int (a bool neither).
+        ValueError: ``task`` out of range, an unknown ``task_schedule`` or ``render_mode``.
+        gymnasium.error.Error: an unpinned env built as one of N identical copies
+            (``gym.make_vec(id, vectorization_mode=...)``, torchrl's ``GymEnv(id,
+            num_envs=N)``), which would all run task 0: use ``gym.make_vec(id)``
+            (:mod:`qmp_envs.vectorisation`).
 
     ``reset(options={"task": k})`` overrides the schedule for one episode. ``reset(seed=s)``
     reseeds and restarts the cycle at task 0, so a seeded reset reproduces a rollout exactly.
@@ -210,6 +253,24 @@ class MultiTaskEnv(gym.Env):
 
     # -- Gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode of the next task (or of ``options["task"]``).
+
+        Args:
+            seed: reseeds ``np_random`` and restarts the task cycle at task 0.
+            options: ``{"task": k}`` runs task k this episode; nothing else is read.
+
+        Returns:
+            ``(observation, info)``; ``info`` holds ``task_id``, ``success`` and
+            ``episode_success`` (both False) and the family's own keys.
+
+        Raises:
+            gymnasium.error.ClosedEnvironmentError: the env was closed.
+            qmp_envs.validation.InputTypeError: a seed that is not an integer, or options that
+                are not a dict.
+            qmp_envs.validation.InputError: a negative seed.
+            ValueError: an option other than ``task`` (the message names the likely intent),
+                or a task out of range (``TypeError`` if it is not an int).
+        """
         self._refuse_if_closed("reset")
         seed = validation.seed("seed", seed)  # Gymnasium refuses NumPy integers
         self._check_reset_options(options)
@@ -223,6 +284,20 @@ class MultiTaskEnv(gym.Env):
         return self._observation(features), info
 
     def step(self, action):
+        """Execute ``action`` (clipped to [-1, 1]) in the current task.
+
+        Args:
+            action: ``(action_dim,)`` real numbers (NumPy arrays, lists or torch tensors).
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``; ``info`` holds
+            ``task_id``, ``success`` (this step) and ``episode_success`` (any step so far).
+
+        Raises:
+            gymnasium.error.ClosedEnvironmentError: the env was closed.
+            qmp_envs.validation.InputTypeError: a boolean, complex or non-numeric action.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+        """
         self._refuse_if_closed("step")
         action = self._validate_action(action)
         features, reward, terminated, info = self._step_task(action)
@@ -247,7 +322,11 @@ class MultiTaskEnv(gym.Env):
             )
 
     def toggle_terminate_on_success(self, on: bool) -> None:
-        """Whether episodes end at their first success (the name Meta-World's tools call)."""
+        """Whether episodes end at their first success (the name Meta-World's tools call).
+
+        Args:
+            on: True ends an episode at its first success.
+        """
         self.terminate_on_success = bool(on)
 
     @property
@@ -283,6 +362,18 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
     Physics stepping follows Gymnasium's ``MujocoEnv.do_simulation``: write ``ctrl``, take
     ``frame_skip`` ``mj_step``s and do not call ``mj_forward`` afterwards, so body positions read
     after a step lag one substep, exactly as in mujoco-py 2.1 (spec section 2.7).
+
+    Args:
+        model: the compiled MuJoCo model (the subclass sets ``frame_skip``).
+        task: as :class:`MultiTaskEnv`.
+        task_schedule: as :class:`MultiTaskEnv`.
+        render_mode: as :class:`MultiTaskEnv`.
+        width: width of rendered frames, in pixels.
+        height: height of rendered frames, in pixels.
+        camera: the camera rendered frames are seen from (index or name; -1: the free camera).
+
+    Raises:
+        As :class:`MultiTaskEnv`.
     """
 
     frame_skip: int
@@ -308,6 +399,18 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.dt))}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """:meth:`MultiTaskEnv.reset`, after clearing MuJoCo's data (solver warm start too).
+
+        Args:
+            seed: as :meth:`MultiTaskEnv.reset`.
+            options: as :meth:`MultiTaskEnv.reset`.
+
+        Returns:
+            ``(observation, info)``.
+
+        Raises:
+            As :meth:`MultiTaskEnv.reset`.
+        """
         # Clear everything, solver warm-start included, so a seeded reset replays exactly.
         mujoco.mj_resetData(self.model, self.data)
         return super().reset(seed=seed, options=options)
@@ -317,6 +420,12 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return float(self.model.opt.timestep) * self.frame_skip
 
     def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Set joint positions and velocities (and zero actuator states), then ``mj_forward``.
+
+        Args:
+            qpos: joint positions, shape ``(model.nq,)``.
+            qvel: joint velocities, shape ``(model.nv,)``.
+        """
         self.data.qpos[:] = qpos
         self.data.qvel[:] = qvel
         if self.model.na:
@@ -324,7 +433,16 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         mujoco.mj_forward(self.model, self.data)
 
     def do_simulation(self, ctrl: np.ndarray, n_frames: int | None = None) -> bool:
-        """Step the physics; return True if it became unstable during these substeps."""
+        """Step the physics with control ``ctrl``.
+
+        Args:
+            ctrl: the actuator controls, shape ``(model.nu,)``.
+            n_frames: substeps to take; ``frame_skip`` when None.
+
+        Returns:
+            True if the simulation became unstable during these substeps (MuJoCo warned of a
+            bad acceleration, velocity or position, or a state is NaN or inf).
+        """
         self.data.ctrl[:] = ctrl
         warnings_before = self._instability_warnings()
         mujoco.mj_step(
@@ -339,7 +457,11 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return not math.isfinite(qpos.dot(qpos) + qvel.dot(qvel))
 
     def bind_data(self, data: mujoco.MjData) -> None:
-        """Use ``data`` as this env's MjData (a plain attribute: it is read on every step)."""
+        """Use ``data`` as this env's MjData (a plain attribute: it is read on every step).
+
+        Args:
+            data: the MjData of this env's model.
+        """
         self.data = data
         # A live view of MjData's warning counters, read twice per step (hot path).
         self._warning_counts = data.warning.number
@@ -349,6 +471,11 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return int(counts[_BADQACC] + counts[_BADQVEL] + counts[_BADQPOS])
 
     def render(self):
+        """The current frame, seen from ``camera``.
+
+        Returns:
+            A ``(height, width, 3)`` uint8 image under ``render_mode="rgb_array"``, else None.
+        """
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
@@ -357,6 +484,7 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
         return self._renderer.render()
 
     def close(self):
+        """Release the renderer; ``step`` and ``reset`` are refused afterwards."""
         super().close()
         self._close_renderer()
 

@@ -33,6 +33,13 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
     Args:
         ctrl_cost: weight of the ``-ctrl_cost * |a|^2`` step penalty (0.01 makes plain SAC settle
             on standing still, the paper's suboptimal fixed point).
+        render_mode: ``None`` or ``"rgb_array"``.
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MultiTaskEnv` (``task``,
+            ``task_schedule``).
+
+    Raises:
+        ValueError: ``ctrl_cost`` negative, NaN or inf; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/PointReach-v0")
@@ -73,6 +80,11 @@ class PointReachEnv(MultiTaskEnv, suite="qmp/PointReach-v0"):
         return 1.0 if success else -self.ctrl_cost * float(np.dot(action, action))
 
     def render(self):
+        """The arena from above: the goal disc in green, the point in blue.
+
+        Returns:
+            A ``(200, 200, 3)`` uint8 image under ``render_mode="rgb_array"``, else None.
+        """
         if self.render_mode != "rgb_array":
             return None
         size = 200
@@ -110,6 +122,17 @@ class PointReachTrapEnv(PointReachEnv, suite="qmp/PointReach-v1"):
     Q-switch executes the helpers' directed actions whenever the task's Q rates them at least as
     high as the policy's own, so its collected trajectories can reach the goal, and once a goal
     reward is in the data the Q of moving up-right exceeds every other candidate's.
+
+    Args:
+        start_bonus: the reward of each step near the start.
+        start_radius: how near the start cell's centre counts as near.
+        goal_reward: the reward of entering the goal.
+        **kwargs: the arguments of :class:`PointReachEnv` (``ctrl_cost``, ``render_mode``,
+            ``task``, ...).
+
+    Raises:
+        ValueError: a reward or radius negative, NaN or inf; the errors of
+            :class:`PointReachEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/PointReach-v1")
@@ -153,6 +176,14 @@ class FixedDirectionPolicy:
     Called on a batch of observations ``(B, obs_dim)`` it returns ``(sampled, mean)``, both
     ``(B, 2)`` float32, which is the signature ``QMPBehaviorWrapper(extra_policies=...)`` takes.
 
+    Args:
+        name: the direction, a key of ``HELPER_DIRECTIONS`` (``"up"``, ``"up-right"``, ...).
+        noise_std: the standard deviation of the sampling noise, >= 0.
+        seed: seed of the policy's own random stream.
+
+    Raises:
+        ValueError: an unknown ``name``, or ``noise_std`` negative or NaN.
+
     >>> policy = FixedDirectionPolicy("up-right", seed=0)
     >>> sampled, mean = policy(np.zeros((4, 3), dtype=np.float32))
     >>> mean[0].tolist(), sampled.shape
@@ -181,7 +212,22 @@ class FixedDirectionPolicy:
 
 
 def helper_policies(names: list[str], seed: int | None = None) -> list[FixedDirectionPolicy]:
-    """The named helpers, each with its own seeded RNG (seed, seed + 1, ...)."""
+    """The named helper policies of PointReach, each with its own seeded random stream.
+
+    Args:
+        names: directions, keys of ``HELPER_DIRECTIONS``.
+        seed: helper i is seeded with ``seed + i``; None seeds each from the OS.
+
+    Returns:
+        One :class:`FixedDirectionPolicy` per name (noise 0.1), in order.
+
+    Raises:
+        ValueError: an unknown name.
+
+    Example:
+        >>> [policy.name for policy in helper_policies(["up", "right"], seed=0)]
+        ['up', 'right']
+    """
     return [
         FixedDirectionPolicy(name, seed=None if seed is None else seed + i)
         for i, name in enumerate(names)
@@ -211,6 +257,13 @@ class PointReachMT4Env(PointReachEnv, suite="qmp/PointReachMT4-v0"):
 
     It exists so ``make demo`` can show success rising within a minute on 2 CPU cores; the
     paper's suites need hundreds of thousands of steps before anything moves.
+
+    Args:
+        **kwargs: the arguments of :class:`PointReachEnv` (``ctrl_cost``, ``render_mode``,
+            ``task``, ``task_schedule``).
+
+    Raises:
+        As :class:`PointReachEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/PointReachMT4-v0")

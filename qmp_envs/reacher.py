@@ -134,7 +134,11 @@ _GEARS = [5, 10, 10, 10, 10, 10]
 
 
 def jaco_reacher_xml() -> str:
-    """The MJCF of the reacher scene, generated from the tables above."""
+    """The MJCF of the reacher scene, generated from the tables above.
+
+    Returns:
+        The XML text.
+    """
     inner = '          <site name="hand" pos="0 0 0" size="0.01" rgba="0 1 0 1"/>\n'
     for index in reversed(range(len(_LINKS))):
         name, pos, quat, axis, rng, ref, inertial, fromto, radius = _LINKS[index]
@@ -200,6 +204,12 @@ class MultistageReacherEnv(MujocoMultiTaskEnv, suite="qmp/MultistageReacher-v0")
             lower limit (default under ``compat="fixed"``).
         stay_goal: ``"constant"`` (default in both modes) or ``"sampled"``, the original's
             goal of one random-action step from qpos0, drawn once per instance at first reset.
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MujocoMultiTaskEnv` (``task``,
+            ``task_schedule``, ``render_mode``, ``width``, ``height``, ``camera``).
+
+    Raises:
+        ValueError: an unknown ``compat`` or quirk flag value; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     >>> import gymnasium as gym, qmp_envs
     >>> env = gym.make("qmp/MultistageReacher-v0", task=3)
@@ -239,6 +249,14 @@ class MultistageReacherEnv(MujocoMultiTaskEnv, suite="qmp/MultistageReacher-v0")
         return self.data.site_xpos[self._hand_site].copy()
 
     def goal_position(self, name: str) -> np.ndarray:
+        """Where a subgoal is.
+
+        Args:
+            name: a key of ``SUBGOALS``, or ``"stay"`` (the goal drawn at reset).
+
+        Returns:
+            A copy of its position.
+        """
         if name == "stay":
             assert self._stay_goal is not None, "the stay goal is drawn at the first reset"
             return self._stay_goal.copy()

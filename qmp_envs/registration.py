@@ -33,6 +33,29 @@ def make_task_vector_env(
     ``record_episode_statistics=True`` wraps each sub-env in ``RecordEpisodeStatistics``, so
     ``final_info["episode"]`` exists (what ``metaworld.evaluation.evaluation`` reads, with
     ``autoreset_mode=SAME_STEP``).
+
+    Args:
+        env_id: a ``qmp/`` id.
+        num_envs: a multiple of the task count N; 1 means N.
+        vector_strategy: ``"sync"`` (``SyncVectorEnv``) or ``"async"`` (``AsyncVectorEnv``).
+        autoreset_mode: Gymnasium's autoreset mode of the vector env.
+        record_episode_statistics: wrap each sub-env in ``RecordEpisodeStatistics``.
+        **env_kwargs: passed to every sub-env's ``gym.make`` (not ``task``).
+
+    Returns:
+        The vector env; sub-env k runs task ``k mod N``.
+
+    Raises:
+        KeyError: an unknown ``env_id``.
+        qmp_envs.validation.InputError: ``num_envs`` < 1 (``InputTypeError`` if it is not an
+            integer).
+        ValueError: ``num_envs`` not a multiple of N, a ``task`` keyword, or an unknown
+            ``vector_strategy`` or ``autoreset_mode``.
+
+    Example:
+        >>> envs = make_task_vector_env("qmp/PointReachMT4-v0", 8)
+        >>> envs.get_attr("pinned_task")
+        (0, 1, 2, 3, 0, 1, 2, 3)
     """
     num_tasks = suite_facts(env_id).num_tasks
     num_envs = validation.integer("num_envs", num_envs, minimum=1)  # True is not a count
@@ -67,6 +90,16 @@ def vector_entry_point_name(env_id: str) -> str:
 
     Registered as a string (``"qmp_envs.registration:make_vec_PointReach_v0"``) rather than a
     ``partial``, so ``gym.spec(env_id).to_json()`` works.
+
+    Args:
+        env_id: a ``qmp/`` id.
+
+    Returns:
+        The attribute's name.
+
+    Example:
+        >>> vector_entry_point_name("qmp/PointReach-v0")
+        'make_vec_PointReach_v0'
     """
     return "make_vec_" + env_id.split("/", 1)[1].replace("-", "_")
 
@@ -76,6 +109,9 @@ for _env_id in SUITES:
 
 
 def register_suites() -> None:
+    """Register every ``qmp/`` id of ``qmp_envs.SUITES`` for ``gym.make`` and
+    ``gym.make_vec``; ids already registered are left as they are (``import qmp_envs`` calls
+    it, so calling it again does nothing)."""
     for facts in SUITES.values():
         if facts.env_id in gym.registry:
             continue

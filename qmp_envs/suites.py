@@ -86,7 +86,14 @@ class SuiteFacts:
         return _rebuild_facts, (values,)
 
     def env_kwargs(self, compat: str) -> dict[str, Any]:
-        """The ``compat`` keyword for envs that take it, nothing for the others."""
+        """The ``compat`` keyword for envs that take it, nothing for the others.
+
+        Args:
+            compat: the compatibility mode to pass on.
+
+        Returns:
+            ``{"compat": compat}`` if this suite's env takes it, else ``{}``.
+        """
         return {"compat": compat} if self.has_compat else {}
 
 
@@ -174,7 +181,21 @@ SUITES: Mapping[str, SuiteFacts] = MappingProxyType(
 
 
 def suite_facts(env_id: str) -> SuiteFacts:
-    """The facts of ``env_id``; an unknown id raises a KeyError that lists the known ones."""
+    """The facts of a registered ``qmp/`` id.
+
+    Args:
+        env_id: a ``qmp/`` id, e.g. ``"qmp/MultistageReacher-v0"``.
+
+    Returns:
+        Its :class:`SuiteFacts`.
+
+    Raises:
+        KeyError: an unknown id (the message lists the registered ones).
+
+    Example:
+        >>> suite_facts("qmp/PointReachMT4-v0").num_tasks
+        4
+    """
     try:
         return SUITES[env_id]
     except KeyError:

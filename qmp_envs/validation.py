@@ -134,6 +134,13 @@ def seed(name: str, value: Any) -> int | None:
     """A seed as Gymnasium and NumPy take it: ``None`` or a Python int >= 0 (NumPy integers are
     converted, as Gymnasium itself refuses them).
 
+    Args:
+        name: how the message names the seed.
+        value: the seed given.
+
+    Returns:
+        None or the seed as a Python ``int``.
+
     Raises:
         InputTypeError: ``value`` is not an integer.
         InputError: ``value`` is negative.
@@ -204,7 +211,18 @@ def real_array(
 
 
 def non_finite_text(array: np.ndarray) -> str:
-    """Where an array's first NaN or inf is, e.g. ``"inf at index (0, 3) (2 of 12 entries)"``."""
+    """Where an array's first NaN or inf is, for an error message.
+
+    Args:
+        array: an array with at least one NaN or inf.
+
+    Returns:
+        e.g. ``"inf at index (0, 3) (2 of 12 entries)"``.
+
+    Example:
+        >>> non_finite_text(np.array([[1.0, np.nan], [np.inf, 0.0]]))
+        'nan at index (0, 1) (2 of 4 entries)'
+    """
     bad = ~np.isfinite(array)
     first = tuple(int(i) for i in np.argwhere(bad)[0])
     index = first[0] if len(first) == 1 else first

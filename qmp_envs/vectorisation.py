@@ -20,7 +20,12 @@ _TORCHRL_GYM_FILE = os.path.join("torchrl", "envs", "libs", "gym.py")
 
 
 def copied_vectorisation() -> str | None:
-    """The idiom building this env as one of several identical copies, or None."""
+    """The idiom building this env as one of several identical copies, read from the call
+    stack.
+
+    Returns:
+        The idiom, as the message shows it, or None if the env is not built by one.
+    """
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
@@ -35,7 +40,15 @@ def copied_vectorisation() -> str | None:
 
 
 def refuse_copied_vectorisation(env_id: str | None) -> None:
-    """Raise ``gym.error.Error`` when a multi-task env without a pinned task is being copied."""
+    """Refuse to build a multi-task env without a pinned task as one of identical copies.
+
+    Args:
+        env_id: the env's ``qmp/`` id, for the message (None: ``"qmp/..."``).
+
+    Raises:
+        gymnasium.error.Error: the env is being built by one of the copying idioms; the
+            message says what to use instead.
+    """
     idiom = copied_vectorisation()
     if idiom is None:
         return

@@ -28,6 +28,14 @@ CRAWL_OBSTACLES = [
 
 
 def build_walker_model(crawl: bool) -> mujoco.MjModel:
+    """Gymnasium's Walker2d v5 model with the suite's floor, target markers and obstacles.
+
+    Args:
+        crawl: add the crawl task's obstacles (and a longer floor).
+
+    Returns:
+        The compiled model.
+    """
     spec = mujoco.MjSpec.from_file(str(WALKER_V5_XML))
     spec.geom("foot_geom").friction[0] = 0.9
     spec.geom("floor").size[:2] = (80.0, 2.0) if crawl else (40.0, 2.0)
@@ -65,6 +73,13 @@ class Walker2dMTEnv(MujocoMultiTaskEnv, suite="qmp/Walker2dMT4-v0"):
             t = 1000 so the last transition was stored as terminal (default under
             ``compat="official"``); ``False`` ends it as a truncation (``"fixed"``).
         horizon: episode length, 1000 by default (the suite's ``max_episode_steps``).
+        **kwargs: the arguments of :class:`~qmp_envs.multitask.MujocoMultiTaskEnv` (``task``,
+            ``task_schedule``, ``render_mode``, ``width``, ``height``, ``camera``).
+
+    Raises:
+        ValueError: an unknown ``compat``, a ``horizon`` that is not a positive int, a
+            ``timeout_as_terminal`` that is not a bool; the errors of
+            :class:`~qmp_envs.multitask.MultiTaskEnv`.
 
     The env ends its episodes itself (its registration adds no ``TimeLimit``), so step
     ``horizon`` is ``terminated=True, truncated=False`` under ``timeout_as_terminal`` and

@@ -49,7 +49,16 @@ class QFunction(Protocol):
 
 
 class CriticList:
-    """Several Q callables (e.g. ``[qf1, qf2]``) as one that returns their outputs as a tuple."""
+    """Several Q callables (e.g. ``[qf1, qf2]``) as one that returns their outputs as a tuple.
+
+    Args:
+        critics: the Q callables, each ``(obs, actions) -> values``.
+
+    Example:
+        >>> both = CriticList([lambda o, a: 1.0, lambda o, a: 2.0])
+        >>> both(None, None)
+        (1.0, 2.0)
+    """
 
     def __init__(self, critics: Sequence[Callable]):
         self.critics = list(critics)
@@ -93,7 +102,22 @@ def _usable_device(device: str | torch.device) -> torch.device:
 def resolve_device(
     policy: Callable, critics: Sequence[Callable], device: str | torch.device | None
 ) -> tuple[bool, torch.device]:
-    """``(torch_input, device)``: torch tensors for modules and for callables given ``device``."""
+    """Where and as what the callables get their inputs.
+
+    Args:
+        policy: the task policies.
+        critics: the Q callables.
+        device: the device ``attach`` was given, or None to infer it from torch modules (and
+            bound methods of modules).
+
+    Returns:
+        ``(torch_input, device)``: torch tensors on ``device`` for modules and for callables
+        given a device, numpy arrays (``torch_input`` False, the CPU) otherwise.
+
+    Raises:
+        ValueError: the networks are on different devices, on the meta device, or not on the
+            ``device`` given; a ``device`` that is not one or not usable with this torch build.
+    """
     found: set[torch.device] = set()
     for fn in [policy, *critics]:
         found |= _module_devices(fn)
@@ -123,7 +147,16 @@ PROBE_VALUES = (0.0, 1.0, -1.0, 10.0, -10.0)
 
 def probe_observations(space: gym.spaces.Box, num_tasks: int, relabel: Callable) -> torch.Tensor:
     """One row per task and probe value: every feature at that value (clipped into the space),
-    then the task's id; deterministic, so probing draws no random numbers."""
+    then the task's id; deterministic, so probing draws no random numbers.
+
+    Args:
+        space: the observation space.
+        num_tasks: N.
+        relabel: ``(obs, task_ids) -> obs`` writing each row's task id.
+
+    Returns:
+        ``(len(PROBE_VALUES) * N, D)`` float32 observations.
+    """
     low = np.asarray(space.low, dtype=np.float64)
     high = np.asarray(space.high, dtype=np.float64)
     points = np.stack([np.clip(value, low, high) for value in PROBE_VALUES])
@@ -160,8 +193,18 @@ RAW_FORWARD_HINT = (
 def check_in_action_space(
     values: torch.Tensor, space: gym.spaces.Box, what: str, hint: str = RAW_FORWARD_HINT
 ) -> None:
-    """Raise a ``ContractError`` naming ``what`` if any value lies outside ``space`` (beyond a
-    tolerance of 1e-4 of the space's width, for float rounding)."""
+    """Check that actions lie inside ``space`` (within 1e-4 of the space's width, for float
+    rounding).
+
+    Args:
+        values: actions ``(M, A)``.
+        space: the action space.
+        what: how the message names the actions.
+        hint: the fix the message proposes.
+
+    Raises:
+        qmp_wrappers.qswitch.ContractError: a value lies outside ``space``.
+    """
     low = torch.as_tensor(space.low, dtype=torch.float32, device=values.device)
     high = torch.as_tensor(space.high, dtype=torch.float32, device=values.device)
     tolerance = 1e-4 * torch.clamp(high - low, max=1e6)
@@ -180,6 +223,13 @@ class ExtraPolicyAdapter(CallableAdapter):
     stochastic with its own random stream) is not called at attach, so that attaching does not
     advance its stream. Its proposals are checked when it makes them instead: an action outside
     the space would otherwise be clipped silently into a different action than it proposed.
+
+    Args:
+        fn: the extra policy.
+        name: how messages name it.
+        torch_input: pass torch tensors (True) or numpy arrays (False).
+        device: where tensors live.
+        action_space: the space every proposal must lie in.
     """
 
     def __init__(
@@ -194,6 +244,20 @@ class ExtraPolicyAdapter(CallableAdapter):
         self.action_space = action_space
 
     def policy(self, obs: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The extra policy's proposals on ``obs``, checked to lie in the action space.
+
+        Args:
+            obs: observations ``(M, D)``.
+            action_dim: A.
+
+        Returns:
+            ``(sampled, mean)``, each ``(M, A)``.
+
+        Raises:
+            qmp_wrappers.qswitch.ContractError: a proposal outside the action space, or an
+                output that breaks the contract of
+                :meth:`qmp_wrappers.qswitch.CallableAdapter.policy`.
+        """
         sampled, mean = super().policy(obs, action_dim)
         hint = "Extra policies must propose actions inside the action space (squash or clip them)"
         check_in_action_space(sampled, self.action_space, f"{self.name}'s sampled action", hint)
@@ -211,7 +275,29 @@ def bind_networks(
     relabel: Callable,
     view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[CallableAdapter, CallableAdapter, torch.device]:
-    """Validate ``attach``'s arguments with one probe call each; return the adapters."""
+    """Validate ``attach``'s arguments with one probe call each (leaving the global torch and
+    NumPy random streams as they were).
+
+    Args:
+        policy: the task policies.
+        q_function: a critic or a list of critics.
+        device: the device given to ``attach``, or None.
+        observation_space: the observation space of one env.
+        action_space: the action space of one env.
+        num_tasks: N.
+        relabel: ``(obs, task_ids) -> obs`` writing each row's task id.
+        view: the agent's view of observations, applied before each call.
+
+    Returns:
+        The policy's and the critics' adapters, and the device inputs live on.
+
+    Raises:
+        TypeError: a callable that is not one, or that fails on the probe batch (the message
+            names it and what it was given).
+        ValueError: an empty critic list; a device problem (:func:`resolve_device`); a probe
+            output of the wrong shape or range, or with NaN or inf
+            (:class:`~qmp_wrappers.qswitch.ContractError`).
+    """
     if not callable(policy):
         raise TypeError(f"policy must be callable (a Policy), got {type(policy).__name__}")
     critics: list[Callable] = (

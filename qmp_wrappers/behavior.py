@@ -8,7 +8,7 @@ For a vector env use :class:`qmp_wrappers.vector.QMPBehaviorWrapper`, the same w
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat, Unpack
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -32,29 +32,19 @@ class QMPBehaviorWrapper(
         env: the multi-task environment; its observations end with a one-hot task id.
         num_tasks: N; read from the suite facts of a ``qmp/`` id, or from ``num_tasks`` of the
             innermost env, when omitted (through any stack of wrappers).
-        scoring: ``"original"`` (task i's first critic on each candidate's mean action, execute
-            the chosen policy's sample; the paper's code) or ``"min_twin"`` (the minimum over
-            critics on sampled actions).
-        mixture: ``"qswitch"`` (argmax, the paper), ``"uniform"`` (a uniformly random
-            candidate; the ablation) or ``"softmax"`` (sample from softmax(Q / temperature),
-            computed in float64) or ``"guide"`` (an attached guide picks the candidate every
-            ``hold_steps`` steps, CTPG-style: :mod:`qmp_wrappers.guide`).
-        temperature: softmax temperature, > 0.
-        hold_steps: keep the chosen candidate for this many steps (H = 1: switch every step).
-        start_step: QMP acts only once this many env steps have passed (e.g. SAC's
-            ``learning_starts``, so the random warm-up is not mixed); 0 acts from the start.
-        extra_policies: fixed callables ``obs -> actions | (sampled, mean)`` on numpy arrays
-            (scripted or pretrained behaviours) added to every task's candidates.
-        extra_policy_names: names for the extra policies in the selection matrix.
-        task_id_fn: ``obs (B, D) ndarray -> task ids (B,)`` for envs with another layout;
-            requires ``relabel_fn``.
-        relabel_fn: ``(obs (M, D) ndarray, task_ids (M,) ndarray) -> obs`` giving each row the
-            identity of another task, so that policy j can propose on task i's state.
-        seed: seed of the wrapper's own RNG (uniform, softmax and guide mixtures);
-            ``reset(seed=s)`` reseeds it.
-        guide_filter, guide_block: the guide mixture's policy-filter and guide-block gates.
-        guide_filter_start: the policy filter masks candidates only after this many env steps
-            (the guide critic's warm-up).
+        **options: how candidates are scored and chosen: the fields of
+            :class:`~qmp_wrappers.switch.SwitchOptions` as keywords, each documented there
+            with its default (``scoring``, ``mixture``, ``hold_steps``, ...).
+
+    Raises:
+        TypeError: ``env`` is a ``VectorEnv`` (use
+            :class:`qmp_wrappers.vector.QMPBehaviorWrapper`) or not a Gymnasium env; an
+            unknown option; the observation or action space is not a flat ``Box``.
+        ValueError: an option out of range (see :class:`~qmp_wrappers.switch.SwitchOptions`;
+            the checks of counts raise :class:`~qmp_envs.validation.InputError` and
+            :class:`~qmp_envs.validation.InputTypeError`, both ``ValueError``), ``num_tasks``
+            larger than the observation, or a normaliser inside the wrapper that would hide
+            the one-hot task id.
 
     ``info["qmp_action"]`` is the executed action, clipped to the action space as the env
     clips it; ``info["qmp_policy"]`` the index of the executed candidate (an ``np.int64``);
@@ -84,9 +74,7 @@ class QMPBehaviorWrapper(
     (3, 0.3)
     """
 
-    def __init__(
-        self, env: gym.Env, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
-    ):
+    def __init__(self, env: gym.Env, num_tasks: int | None = None, **options: Any):
         if isinstance(env, gym.vector.VectorEnv):
             raise TypeError(
                 "got a VectorEnv: use qmp_wrappers.vector.QMPBehaviorWrapper for vector envs"
@@ -96,12 +84,25 @@ class QMPBehaviorWrapper(
         RecordConstructorArgs.__init__(self, num_tasks=num_tasks, **options)
         gym.Wrapper.__init__(self, env)
         self.qmp = QSwitchState(
-            env, env.observation_space, env.action_space, 1, num_tasks, **options
+            env, env.observation_space, env.action_space, 1, num_tasks, SwitchOptions(**options)
         )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the env, and the wrapper's holds; a seed also reseeds the wrapper's stream.
+
+        Args:
+            seed: the env's seed (NumPy integers too).
+            options: passed to the env.
+
+        Returns:
+            The env's ``(observation, info)``.
+
+        Raises:
+            qmp_envs.validation.InputTypeError: a seed that is not an integer.
+            qmp_envs.validation.InputError: a negative seed.
+        """
         seed = validation.seed("seed", seed)  # NumPy integers too (Gymnasium refuses them)
         obs, info = self.env.reset(seed=seed, options=options)
         self.qmp.after_reset(obs, seed)
@@ -110,6 +111,24 @@ class QMPBehaviorWrapper(
     def step(
         self, action: np.ndarray
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Execute the Q-switch's choice instead of ``action`` (or ``action`` itself while
+        sharing is off).
+
+        Args:
+            action: the agent's action ``(A,)`` (NumPy array, list or torch tensor).
+
+        Returns:
+            The env's ``(observation, reward, terminated, truncated, info)``, ``info`` with
+            ``qmp_action`` and ``qmp_policy`` (and ``qmp_choice_made`` with the guide).
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            qmp_envs.validation.InputTypeError: a boolean, complex or non-numeric action.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+            ValueError: an observation with NaN or inf that the Q-switch would score.
+            qmp_wrappers.qswitch.ContractError: an attached callable's output breaks
+                ``attach``'s contract (an extra policy's proposal outside the action space).
+        """
         agent_actions = self.qmp.validate_actions(action, (self.qmp.action_dim,))
         executed, chosen = self.qmp.select(agent_actions)
         obs, reward, terminated, truncated, info = self.env.step(executed[0])

@@ -90,13 +90,28 @@ class QMPReplayBuffer(ReplayBuffer):
     ``terminations`` as ``done`` and keep ``handle_timeout_termination=False``, as CleanRL does).
 
     Args:
+        *args: SB3 ``ReplayBuffer``'s arguments (``buffer_size``, ``observation_space``,
+            ``action_space``, ``device``).
         store_scaled_actions: SB3's algorithms store actions rescaled to [-1, 1]; set True for
             them when the action space is not already [-1, 1]. CleanRL loops store raw actions.
+        **kwargs: SB3 ``ReplayBuffer``'s keyword arguments (``n_envs``,
+            ``handle_timeout_termination``, ...).
 
     Raises:
-        ValueError: ``buffer_size`` (SB3's first argument) is not an integer >= ``n_envs``
-            (SB3 would silently keep one row per env); ``add`` refuses executed actions that
-            are not one finite row of the action space's size per env.
+        qmp_envs.validation.InputError: ``buffer_size`` (SB3's first argument) is not an
+            integer >= ``n_envs`` (SB3 would silently keep one row per env), or ``n_envs``
+            < 1 (``InputTypeError`` where either is not an integer).
+        TypeError: ``store_scaled_actions`` with an action space that is not a ``Box``.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> box = gym.spaces.Box(-1, 1, (2,))
+        >>> buffer = QMPReplayBuffer(10, box, box, n_envs=2, handle_timeout_termination=False)
+        >>> zeros = np.zeros((2, 2), dtype=np.float32)
+        >>> infos = {"qmp_action": np.array([[0.5, 0.5], [0.0, 1.0]])}
+        >>> buffer.add(zeros, zeros, zeros, np.zeros(2), np.zeros(2), infos)
+        >>> buffer.actions[0].tolist()
+        [[0.5, 0.5], [0.0, 1.0]]
     """
 
     def __init__(self, *args, store_scaled_actions: bool = False, **kwargs):
@@ -150,7 +165,15 @@ class QMPReplayBuffer(ReplayBuffer):
     def grow(self, capacity: int) -> None:
         """Raise the capacity to ``capacity`` (never lower it), keeping every stored row where
         it is, so a run resumed with a larger budget stores (and samples) what an uninterrupted
-        run would."""
+        run would.
+
+        Args:
+            capacity: transitions per env to hold; at most the current capacity does nothing.
+
+        Raises:
+            ValueError: the buffer is full and has overwritten its oldest rows, so growing it
+                cannot give what an uninterrupted run would hold.
+        """
         if capacity <= self.buffer_size:  # a larger buffer than needed samples the same
             return
         if self.full:
@@ -168,7 +191,23 @@ class QMPReplayBuffer(ReplayBuffer):
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:
         """Store one step of every env, with ``infos``' executed actions (``qmp_action``) in
-        place of ``action`` (the agent's proposal, ignored)."""
+        place of ``action`` (the agent's proposal, ignored).
+
+        Args:
+            obs: observations ``(n_envs, D)`` before the step.
+            next_obs: observations ``(n_envs, D)`` after it.
+            action: the agent's proposed actions (ignored: the executed ones are stored).
+            reward: rewards ``(n_envs,)``.
+            done: episode ends ``(n_envs,)`` (CleanRL passes the terminations).
+            infos: SB3's list of info dicts or Gymnasium's vector info dict, holding
+                ``qmp_action``.
+
+        Raises:
+            KeyError: ``infos`` lacks ``qmp_action`` (the env is not wrapped by QMP).
+            TypeError: ``infos`` is neither a list of dicts nor a dict.
+            ValueError: the executed actions are not one finite row of the action space's
+                size per env (see :func:`executed_actions`).
+        """
         action = executed_actions(infos, self.n_envs, self.action_dim).astype(self.actions.dtype)
         if self.store_scaled_actions:
             assert isinstance(self.action_space, spaces.Box)
@@ -184,7 +223,15 @@ class QMPReplayBuffer(ReplayBuffer):
 
 
 class TaskBatch(NamedTuple):
-    """Per-task minibatches stacked on a leading task axis: ``(N, B, ...)``."""
+    """Per-task minibatches stacked on a leading task axis: ``(N, B, ...)``.
+
+    Attributes:
+        observations: ``(N, B, D)``.
+        actions: the executed actions ``(N, B, A)``.
+        next_observations: ``(N, B, D)``.
+        dones: ``(N, B)``, 0 where an episode was cut by a time limit.
+        rewards: ``(N, B)``.
+    """
 
     observations: torch.Tensor
     actions: torch.Tensor
@@ -199,6 +246,30 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
     Use with a vector env whose sub-env k runs task k (``gym.make_vec("qmp/...")``).
     ``buffer_size`` is the capacity per task. :meth:`sample_tasks` draws an equal minibatch from
     every task at once, ready for a per-task network ensemble.
+
+    Args:
+        buffer_size: transitions held per task.
+        observation_space: the observation space of one env.
+        action_space: the action space of one env.
+        num_tasks: N, the number of sub-envs (one per task).
+        **kwargs: the keyword arguments of :class:`QMPReplayBuffer` (``device``,
+            ``store_scaled_actions``, ...); ``handle_timeout_termination`` defaults to False.
+
+    Raises:
+        ValueError: ``optimize_memory_usage`` is asked for.
+        qmp_envs.validation.InputError: ``buffer_size`` or ``num_tasks`` < 1
+            (``InputTypeError`` where one is not an integer).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> box = gym.spaces.Box(-1, 1, (3,))
+        >>> buffer = MultiTaskReplayBuffer(100, box, box, num_tasks=2)
+        >>> rows = np.zeros((2, 3), dtype=np.float32)
+        >>> infos = {"qmp_action": rows}
+        >>> for _ in range(5):
+        ...     buffer.add(rows, rows, rows, np.ones(2), np.zeros(2), infos)
+        >>> buffer.num_transitions(), buffer.sample_tasks(8).rewards.shape
+        (5, torch.Size([2, 8]))
     """
 
     def __init__(self, buffer_size: int, observation_space, action_space, num_tasks: int, **kwargs):
@@ -213,11 +284,29 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
         self.num_tasks = num_tasks
 
     def num_transitions(self) -> int:
-        """Transitions stored per task."""
+        """How much data each task has.
+
+        Returns:
+            Transitions stored per task (the capacity once full).
+        """
         return self.buffer_size if self.full else self.pos
 
     def sample_tasks(self, batch_size: int, rng: np.random.Generator | None = None) -> TaskBatch:
-        """``batch_size`` transitions of each task, sampled uniformly with replacement."""
+        """``batch_size`` transitions of each task, sampled uniformly with replacement.
+
+        Args:
+            batch_size: transitions per task, >= 1.
+            rng: the random stream to draw from; NumPy's global one when None.
+
+        Returns:
+            The minibatches, each field ``(N, batch_size, ...)``; ``dones`` are 0 where an
+            episode was cut by a time limit.
+
+        Raises:
+            qmp_envs.validation.InputError: ``batch_size`` < 1 (``InputTypeError`` if it is
+                not an integer).
+            ValueError: the buffer is empty.
+        """
         batch_size = validation.integer("batch_size", batch_size, minimum=1)
         cols = np.broadcast_to(np.arange(self.num_tasks)[:, None], (self.num_tasks, batch_size))
         return self._gather(cols, rng)
@@ -226,7 +315,21 @@ class MultiTaskReplayBuffer(QMPReplayBuffer):
         self, batch_size: int, rng: np.random.Generator | None = None
     ) -> tuple[TaskBatch, np.ndarray]:
         """For each task i, ``batch_size`` transitions drawn uniformly from the OTHER tasks' data
-        (data sharing). Returns the batch, as stored (not relabelled), and the source tasks."""
+        (data sharing).
+
+        Args:
+            batch_size: transitions per task, >= 1.
+            rng: the random stream to draw from; NumPy's global one when None.
+
+        Returns:
+            The batch as stored (not relabelled), each field ``(N, batch_size, ...)``, and the
+            source task of every row, ``(N, batch_size)`` (never the row's own task).
+
+        Raises:
+            ValueError: fewer than two tasks, or the buffer is empty.
+            qmp_envs.validation.InputError: ``batch_size`` < 1 (``InputTypeError`` if it is
+                not an integer).
+        """
         if self.num_tasks < 2:
             raise ValueError("sharing data needs at least two tasks")
         batch_size = validation.integer("batch_size", batch_size, minimum=1)

@@ -32,25 +32,61 @@ class GuideNetworks(Protocol):
     b is answered by the networks of the task in row b (its one-hot)."""
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(B, C)``: the guide policy's logits over the C candidate policies."""
+        """The guide policy's logits over the C candidate policies.
+
+        Args:
+            obs: observations ``(B, D)``.
+
+        Returns:
+            ``(B, C)`` logits.
+        """
         ...
 
     def guide_values(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(B, C)``: the guide critic ``Q^g_i(s, j)`` of handing control to each candidate."""
+        """The guide critic ``Q^g_i(s, j)`` of handing control to each candidate.
+
+        Args:
+            obs: observations ``(B, D)``.
+
+        Returns:
+            ``(B, C)`` values.
+        """
         ...
 
     def own_values(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(B,)``: the collecting task's own value ``V_i(s)`` (policy filter's threshold)."""
+        """The collecting task's own value ``V_i(s)`` (the policy filter's threshold).
+
+        Args:
+            obs: observations ``(B, D)``.
+
+        Returns:
+            ``(B,)`` values.
+        """
         ...
 
     def log_temperatures(self) -> torch.Tensor:
-        """``(N,)``: every task's control-policy temperature ``log alpha`` (guide block)."""
+        """Every task's control-policy temperature ``log alpha`` (read by the guide block).
+
+        Returns:
+            ``(N,)`` log temperatures.
+        """
         ...
 
 
 def check_guide(guide: object, probe: torch.Tensor, num_candidates: int, num_tasks: int) -> None:
-    """Call each method of ``guide`` once on ``probe`` rows and check the shapes, or raise a
-    clear error naming the method."""
+    """Call each method of ``guide`` once on ``probe`` rows and check what it returns.
+
+    Args:
+        guide: the object given as ``attach(..., guide=...)``.
+        probe: observation rows to call it on ``(M, D)``.
+        num_candidates: C, the candidates the logits and guide values must cover.
+        num_tasks: N, the length of ``log_temperatures()``.
+
+    Raises:
+        TypeError: ``guide`` lacks one of the :class:`GuideNetworks` methods.
+        ValueError: a method returned something other than a tensor of its shape, or NaN or
+            inf (the message names the method).
+    """
     missing = [m for m in GUIDE_METHODS if not callable(getattr(guide, m, None))]
     if missing:
         raise TypeError(
@@ -77,8 +113,18 @@ def check_guide(guide: object, probe: torch.Tensor, num_candidates: int, num_tas
 def policy_filter_mask(
     guide_values: torch.Tensor, own_values: torch.Tensor, task_ids: torch.Tensor
 ) -> torch.Tensor:
-    """``(B, C)`` bool: candidates the guide may choose; j is masked where
+    """The policy filter: candidates the guide may choose; j is masked where
     ``Q^g_i(s, j) < V_i(s)``, the task's own policy never.
+
+    Args:
+        guide_values: ``Q^g_i(s, j)``, ``(B, C)``.
+        own_values: ``V_i(s)``, ``(B,)``.
+        task_ids: each row's task ``(B,)``.
+
+    Returns:
+        ``(B, C)`` bool, True where the candidate may be chosen.
+
+    Example:
 
     >>> q = torch.tensor([[1.0, 3.0, 2.0]]); v = torch.tensor([2.5])
     >>> policy_filter_mask(q, v, torch.tensor([0])).tolist()
@@ -90,7 +136,16 @@ def policy_filter_mask(
 
 
 def guide_blocked(log_temperatures: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: rows whose task's ``log alpha`` is above the mean over tasks.
+    """The guide block: rows whose task's ``log alpha`` is above the mean over tasks.
+
+    Args:
+        log_temperatures: every task's ``log alpha``, ``(N,)``.
+        task_ids: each row's task ``(B,)``.
+
+    Returns:
+        ``(B,)`` bool, True where the row's own policy acts instead of the guide's choice.
+
+    Example:
 
     >>> guide_blocked(torch.tensor([-1.0, 0.0, -2.0]), torch.tensor([0, 1, 2, 1])).tolist()
     [False, True, False, True]
@@ -100,7 +155,21 @@ def guide_blocked(log_temperatures: torch.Tensor, task_ids: torch.Tensor) -> tor
 
 def sample_guided(logits: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
     """One candidate per row from ``softmax(logits)`` restricted to ``mask``, by inverse-CDF
-    sampling with ONE uniform draw per row from ``rng`` (in float64, reproducible)."""
+    sampling with ONE uniform draw per row from ``rng`` (in float64, reproducible).
+
+    Args:
+        logits: the guide's logits ``(B, C)``.
+        mask: ``(B, C)`` bool, the candidates allowed (at least one per row).
+        rng: the random stream of the draws.
+
+    Returns:
+        The chosen candidate of every row, ``(B,)`` int64, always an allowed one.
+
+    Example:
+        >>> mask = torch.tensor([[False, True, False]])
+        >>> sample_guided(torch.zeros(1, 3), mask, np.random.default_rng(0)).tolist()
+        [1]
+    """
     logits64 = logits.double().cpu().numpy()
     allowed = mask.cpu().numpy()
     logits64 = np.where(allowed, logits64, -np.inf)
@@ -123,7 +192,19 @@ def guided_choice(
     use_filter: bool,
     use_block: bool,
 ) -> np.ndarray:
-    """The candidate each row's guide picks, after the gates (see the module docstring)."""
+    """The candidate each row's guide picks, after the gates (see the module docstring).
+
+    Args:
+        guide: the attached guide networks.
+        obs: observations ``(B, D)``, as the agent sees them.
+        task_ids: each row's task ``(B,)``.
+        rng: the random stream of the draws.
+        use_filter: apply the policy filter (:func:`policy_filter_mask`).
+        use_block: apply the guide block (:func:`guide_blocked`).
+
+    Returns:
+        The chosen candidate of every row, ``(B,)`` int64.
+    """
     with torch.no_grad():
         logits = guide.logits(obs)
         mask = torch.ones_like(logits, dtype=torch.bool)

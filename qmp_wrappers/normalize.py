@@ -46,7 +46,15 @@ def _sb3_vec_normalize() -> Any:
 
 
 def is_normalizer(layer: Any) -> bool:
-    """Whether ``layer`` is an observation normaliser this module can see through."""
+    """Whether ``layer`` is an observation normaliser this module can see through.
+
+    Args:
+        layer: one layer of a wrapper stack.
+
+    Returns:
+        True for Gymnasium's ``NormalizeObservation`` (single or vector) and SB3's
+        ``VecNormalize`` with ``norm_obs``.
+    """
     vec_normalize = _sb3_vec_normalize()
     if isinstance(layer, NormalizeObservation | VectorNormalizeObservation):
         return True
@@ -63,7 +71,14 @@ def _inner(layer: Any) -> Any:
 
 
 def inner_normalizer(env: Any) -> Any | None:
-    """The first observation normaliser inside ``env``'s stack (``env`` included), if any."""
+    """The first observation normaliser inside ``env``'s stack (``env`` included), if any.
+
+    Args:
+        env: a Gymnasium env, vector env or SB3 ``VecEnv``, wrapped or not.
+
+    Returns:
+        The outermost normalising layer, or None.
+    """
     layer = env
     while layer is not None:
         if is_normalizer(layer):
@@ -95,9 +110,18 @@ def agent_view_fn(outer: Any, qmp_layer: Any) -> View:
     """Compose the normalisers between ``outer`` (the env or vector env the agent steps) and
     ``qmp_layer`` (the QMP wrapper inside it), innermost first.
 
-    Raises a ValueError if ``qmp_layer`` is not inside ``outer``, or if an observation wrapper
-    between them changes observations in a way this module cannot reproduce (pass a callable
-    ``agent_view`` for those).
+    Args:
+        outer: the env or vector env the agent steps.
+        qmp_layer: the QMP wrapper inside it.
+
+    Returns:
+        ``raw observation tensor -> what the agent sees``, with the normalisers' statistics at
+        call time, never updating them.
+
+    Raises:
+        ValueError: ``qmp_layer`` is not inside ``outer``, or an observation wrapper between
+            them changes observations in a way this module cannot reproduce (pass a callable
+            ``agent_view`` for those).
     """
     layers: list[Any] = []
     layer = outer
@@ -129,7 +153,20 @@ def agent_view_fn(outer: Any, qmp_layer: Any) -> View:
 
 
 def resolve_agent_view(agent_view: Any, qmp_layer: Any) -> View | None:
-    """``attach``'s ``agent_view``: None, a callable on tensors, or the stack the agent steps."""
+    """``attach``'s ``agent_view`` as a function of observation tensors.
+
+    Args:
+        agent_view: None, a callable on tensors, or the env stack the agent steps.
+        qmp_layer: the QMP wrapper that is attached to.
+
+    Returns:
+        None (the agent sees the raw observations), the callable itself, or the composed
+        normalisers of :func:`agent_view_fn`.
+
+    Raises:
+        TypeError: ``agent_view`` is neither an env nor a callable.
+        ValueError: see :func:`agent_view_fn`.
+    """
     if agent_view is None:
         return None
     if isinstance(agent_view, gym.Env | gym.vector.VectorEnv) or _inner(agent_view) is not None:
@@ -143,7 +180,17 @@ def resolve_agent_view(agent_view: Any, qmp_layer: Any) -> View | None:
 
 
 def refuse_inner_normalizer(env: Any, has_task_id_fn: bool) -> None:
-    """Raise if a normaliser inside the QMP wrapper hides the one-hot task id."""
+    """Refuse a normaliser inside the QMP wrapper: it would hide the one-hot task id.
+
+    Args:
+        env: what the QMP wrapper wraps.
+        has_task_id_fn: a ``task_id_fn`` reads task ids in the user's own layout (then
+            nothing is refused).
+
+    Raises:
+        ValueError: a normaliser is inside; the message says to put it outside and pass
+            ``attach(..., agent_view=...)``.
+    """
     if has_task_id_fn:
         return  # the user reads task ids and relabels in their own layout
     found = inner_normalizer(env)

@@ -17,6 +17,16 @@ from qmp_envs.suites import suite_facts
 class MultiTaskParallelEnv(ParallelEnv):
     """One PettingZoo agent per task of a ``qmp/`` environment.
 
+    Agent k acts in its own env pinned to task k; agents are named after the tasks.
+
+    Args:
+        env_id: a ``qmp/`` id.
+        **env_kwargs: passed to every agent's ``gym.make`` (not ``task``).
+
+    Raises:
+        ValueError: a ``task`` keyword (each agent has its own task).
+        KeyError: an unknown ``env_id``.
+
     >>> import qmp_envs
     >>> env = MultiTaskParallelEnv("qmp/MazeLarge10-v0")
     >>> observations, infos = env.reset(seed=0)
@@ -37,9 +47,31 @@ class MultiTaskParallelEnv(ParallelEnv):
         self.render_mode = None
 
     def observation_space(self, agent: str) -> gym.Space:
+        """The observation space of one agent.
+
+        Args:
+            agent: the agent's name (its task's name).
+
+        Returns:
+            Its env's observation space.
+
+        Raises:
+            KeyError: an unknown agent.
+        """
         return self._env(agent).observation_space
 
     def action_space(self, agent: str) -> gym.Space:
+        """The action space of one agent.
+
+        Args:
+            agent: the agent's name (its task's name).
+
+        Returns:
+            Its env's action space.
+
+        Raises:
+            KeyError: an unknown agent.
+        """
         return self._env(agent).action_space
 
     def _env(self, agent: str) -> gym.Env:
@@ -48,6 +80,15 @@ class MultiTaskParallelEnv(ParallelEnv):
         return self._envs[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None):
+        """Reset every agent's env; all agents are live again.
+
+        Args:
+            seed: agent k's env is seeded with ``seed + k``.
+            options: not read (PettingZoo's signature).
+
+        Returns:
+            ``(observations, infos)``, dicts by agent.
+        """
         self.agents = list(self.possible_agents)
         observations, infos = {}, {}
         for k, agent in enumerate(self.agents):
@@ -56,6 +97,17 @@ class MultiTaskParallelEnv(ParallelEnv):
         return observations, infos
 
     def step(self, actions: dict[str, np.ndarray]):
+        """Step every live agent's env; agents whose episode ends leave ``agents``.
+
+        Args:
+            actions: one action per live agent.
+
+        Returns:
+            ``(observations, rewards, terminations, truncations, infos)``, dicts by agent.
+
+        Raises:
+            KeyError: an action for an agent that is not live, or none for a live one.
+        """
         unknown = set(actions) - set(self.agents)
         if unknown:
             raise KeyError(f"actions for agents that are not live: {sorted(unknown)}")
@@ -71,8 +123,14 @@ class MultiTaskParallelEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def render(self):
+        """Nothing is rendered (the agents' envs render themselves).
+
+        Returns:
+            None.
+        """
         return None
 
     def close(self):
+        """Close every agent's env."""
         for env in self._envs.values():
             env.close()

@@ -20,7 +20,18 @@ MIXTURES = ("qswitch", "uniform", "softmax", "guide")  # guide: qmp_wrappers.gui
 def read_one_hot_task(obs: np.ndarray, num_tasks: int) -> np.ndarray:
     """Task ids from the last ``num_tasks`` entries of each observation row.
 
-    Raises a ValueError if a row's tail is not an exact one-hot vector.
+    Args:
+        obs: observations ``(B, D)``, each ending with a one-hot task id.
+        num_tasks: N, the length of the one-hot.
+
+    Returns:
+        The task index of every row, ``(B,)``.
+
+    Raises:
+        ValueError: a row's tail is not an exact one-hot vector (the message names the row and
+            says to pass ``task_id_fn`` and ``relabel_fn`` for other layouts).
+
+    Example:
 
     >>> read_one_hot_task(np.array([[0.5, 0.0, 1.0], [0.2, 1.0, 0.0]]), 2).tolist()
     [1, 0]
@@ -38,7 +49,20 @@ def read_one_hot_task(obs: np.ndarray, num_tasks: int) -> np.ndarray:
 
 
 def relabel_one_hot(obs: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """A copy of ``obs`` whose last ``num_tasks`` entries are ``one_hot(task_ids)``."""
+    """A copy of ``obs`` whose last ``num_tasks`` entries are ``one_hot(task_ids)``.
+
+    Args:
+        obs: observations ``(M, D)`` ending with a one-hot task id.
+        task_ids: the task each row should show, ``(M,)``, on ``obs``'s device.
+        num_tasks: N, the length of the one-hot.
+
+    Returns:
+        The relabelled copy ``(M, D)``; ``obs`` is left as it is.
+
+    Example:
+        >>> relabel_one_hot(torch.tensor([[0.5, 1.0, 0.0]]), torch.tensor([1]), 2).tolist()
+        [[0.5, 0.0, 1.0]]
+    """
     out = obs.clone()
     out[:, -num_tasks:] = 0.0
     out[torch.arange(len(out), device=out.device), obs.shape[1] - num_tasks + task_ids] = 1.0
@@ -79,6 +103,13 @@ class CallableAdapter:
     (plain numpy callables, scripted policies). Outputs are converted back to torch on ``device``.
     ``view`` maps the observations (the first input) to what the agent sees, e.g. an outer
     normaliser's output (:mod:`qmp_wrappers.normalize`), before the callable gets them.
+
+    Args:
+        fn: the user's callable.
+        name: how error messages name it (``"policy"``, ``"extra policy 'up'"``, ...).
+        torch_input: pass torch tensors (True) or numpy arrays (False).
+        device: where input tensors live and outputs are put.
+        view: applied to the observations before ``fn`` sees them, if given.
     """
 
     fn: Callable
@@ -95,7 +126,22 @@ class CallableAdapter:
             return self.fn(*args)
 
     def policy(self, obs: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sampled, mean)`` of shape ``(M, A)``; a single output counts as both."""
+        """The callable's actions on ``obs``, checked: ``(sampled, mean)``.
+
+        Args:
+            obs: observations ``(M, D)``.
+            action_dim: A.
+
+        Returns:
+            ``(sampled, mean)``, each ``(M, A)`` float32 on ``device``; a single output counts
+            as both.
+
+        Raises:
+            ContractError: not one or two outputs (CleanRL's three-output ``get_action``
+                included: the message says how to adapt it), the wrong shape, NaN or inf, or a
+                tensor on another device.
+            ContractTypeError: an output that is not a tensor or array.
+        """
         out = self(obs)
         if isinstance(out, tuple | list) and len(out) not in (1, 2):
             raise ContractError(
@@ -120,7 +166,21 @@ class CallableAdapter:
         return results[0], results[1]
 
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q-values as ``(M, K)`` for K critics; accepts (M,), (M, 1), (M, K) or a K-tuple."""
+        """The callable's Q-values of ``(obs, actions)`` pairs, checked.
+
+        Args:
+            obs: observations ``(M, D)``.
+            actions: actions ``(M, A)``.
+
+        Returns:
+            ``(M, K)`` float32 for K critics; outputs of shape (M,), (M, 1), (M, K) or a tuple
+            of K such tensors are accepted.
+
+        Raises:
+            ContractError: an output of another shape, NaN or inf, or a tensor on another
+                device.
+            ContractTypeError: an output that is not a tensor or array.
+        """
         out = self(obs, actions)
         parts = out if isinstance(out, tuple | list) else (out,)
         columns = []
@@ -141,7 +201,12 @@ class CallableAdapter:
 
 @dataclass
 class Candidates:
-    """All proposals for a batch of B envs: ``(B, C, A)`` with C = N task policies + E extras."""
+    """All proposals for a batch of B envs: ``(B, C, A)`` with C = N task policies + E extras.
+
+    Attributes:
+        sampled: the sampled actions, the collecting task's slot holding the agent's action.
+        mean: the mean actions.
+    """
 
     sampled: torch.Tensor
     mean: torch.Tensor
@@ -161,6 +226,22 @@ def propose(
     Rows of the policy batch are task-major (row ``j * B + b`` is policy j on env b), so a
     per-task ensemble can evaluate them as N contiguous blocks. The agent's own action replaces
     the sample of the collecting task's policy: the agent's proposal is one of the candidates.
+
+    Args:
+        obs: the envs' observations ``(B, D)``.
+        task_ids: each env's task ``(B,)``.
+        agent_actions: the agent's actions ``(B, A)``.
+        policy: the task policies (one call answers row m with row m's task's policy).
+        num_tasks: N.
+        relabel: ``(obs, task_ids) -> obs`` showing each row as another task.
+        extra_policies: the E extra policies, called on ``obs`` unrelabelled.
+
+    Returns:
+        The ``N + E`` candidates of every env.
+
+    Raises:
+        ContractError: a policy output that breaks ``attach``'s contract
+            (:meth:`CallableAdapter.policy`).
     """
     batch, action_dim = agent_actions.shape
     policy_ids = torch.arange(num_tasks, device=obs.device).repeat_interleave(batch)
@@ -186,6 +267,19 @@ def score(
 
     ``"original"``: the first critic on each candidate's mean action (the paper's code);
     ``"min_twin"``: the minimum over critics on each candidate's sampled action.
+
+    Args:
+        obs: the envs' observations ``(B, D)`` (the collecting task's view).
+        candidates: the proposals, ``(B, C, A)``.
+        q_function: the critics (row m scored by row m's task's Q).
+        scoring: ``"original"`` or ``"min_twin"``.
+
+    Returns:
+        The scores ``(B, C)``.
+
+    Raises:
+        ContractError: a Q output that breaks ``attach``'s contract
+            (:meth:`CallableAdapter.q_values`).
     """
     batch, num_candidates, action_dim = candidates.sampled.shape
     actions = candidates.mean if scoring == "original" else candidates.sampled
@@ -203,7 +297,24 @@ def choose(
     temperature: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Index of the executed candidate per env: argmax, uniform, or softmax sampling."""
+    """Index of the executed candidate per env: argmax, uniform, or softmax sampling.
+
+    Args:
+        scores: the candidates' scores ``(B, C)``; not read (may be None) for ``"uniform"``.
+        num_candidates: C.
+        batch: B.
+        mixture: ``"qswitch"`` (argmax), ``"uniform"`` or ``"softmax"``.
+        temperature: the softmax temperature.
+        rng: the random stream of the uniform and softmax draws.
+
+    Returns:
+        The chosen candidate of every env, ``(B,)`` int64.
+
+    Example:
+        >>> scores = torch.tensor([[0.0, 2.0, 1.0]])
+        >>> choose(scores, 3, 1, "qswitch", 1.0, np.random.default_rng(0)).tolist()
+        [1]
+    """
     if mixture == "uniform":
         return rng.integers(num_candidates, size=batch)
     assert scores is not None
@@ -236,6 +347,23 @@ def deterministic_mixture(
     rule) and the best candidate's mean is executed: the original code's evaluation of a QMP
     run (``qswitch_mixture_policies_wrapper.py`` mode ``"mop"`` scores the means, and its
     deterministic rollouts execute the chosen policy's mean).
+
+    Args:
+        obs: observations ``(B, D)``.
+        task_ids: each row's task ``(B,)``.
+        policy: the task policies.
+        q_function: the critics.
+        num_tasks: N.
+        relabel: ``(obs, task_ids) -> obs`` showing each row as another task.
+        action_dim: A.
+        extra_policies: the extra policies (called on ``obs`` unrelabelled).
+        scoring: the critic rule of :func:`score`.
+
+    Returns:
+        The executed mean actions ``(B, A)`` and the chosen candidates ``(B,)``.
+
+    Raises:
+        ContractError: a policy or Q output that breaks ``attach``'s contract.
     """
     # propose() puts the agent's sample in the collecting task's slot; only means are used here.
     placeholder = torch.zeros(len(obs), action_dim, device=obs.device)

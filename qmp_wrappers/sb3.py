@@ -16,7 +16,7 @@ stores. :func:`make_qmp_vec_env` builds the whole stack from a ``qmp/`` id.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Unpack
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -36,11 +36,22 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
     the sub-envs when omitted). ``attach``, ``enabled``, ``selection_matrix()`` and the other
     statistics work as on the Gymnasium wrappers; each sub-env's ``info`` gains ``qmp_action``
     (executed, inside the action space) and ``qmp_policy``.
+
+    Args:
+        venv: the SB3 vector env of multi-task envs.
+        num_tasks: N; read from the sub-envs when omitted.
+        **options: the fields of :class:`~qmp_wrappers.switch.SwitchOptions` as keywords, each
+            documented there with its default.
+
+    Raises:
+        TypeError: ``venv`` is not an SB3 ``VecEnv``; an unknown option; the observation or
+            action space is not a flat ``Box``.
+        ValueError: an option out of range (see :class:`~qmp_wrappers.switch.SwitchOptions`),
+            ``num_tasks`` larger than the observation, or a ``VecNormalize`` inside the wrapper
+            that would hide the one-hot task id.
     """
 
-    def __init__(
-        self, venv: VecEnv, num_tasks: int | None = None, **options: Unpack[SwitchOptions]
-    ):
+    def __init__(self, venv: VecEnv, num_tasks: int | None = None, **options: Any):
         if not isinstance(venv, VecEnv):
             raise TypeError(f"expected a stable-baselines3 VecEnv, got {type(venv).__name__}")
         refuse_inner_normalizer(venv, options.get("task_id_fn") is not None)
@@ -51,27 +62,57 @@ class QMPVecEnvWrapper(QSwitchControls, VecEnvWrapper):
             venv.action_space,
             venv.num_envs,
             num_tasks,
-            **options,
+            SwitchOptions(**options),
         )
         self._seed: int | None = options.get("seed")
 
     def reset(self) -> VecEnvObs:
+        """Reset every sub-env; the seed given to :meth:`seed` also reseeds the wrapper.
+
+        Returns:
+            The observations ``(B, D)``.
+        """
         obs = self.venv.reset()
         seed, self._seed = self._seed, None  # SB3 seeds through seed(); reseed our RNG with it
         self.qmp.after_reset(obs, seed)
         return obs
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        """Seed the sub-envs (SB3's way) and, at the next reset, the wrapper's stream.
+
+        Args:
+            seed: the seed.
+
+        Returns:
+            The sub-envs' seeds, as SB3 returns them.
+        """
         self._seed = seed
         return self.venv.seed(seed)
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Send the Q-switch's choices to the sub-envs instead of ``actions``.
+
+        Args:
+            actions: the agent's actions ``(B, A)``.
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf
+                (``InputTypeError`` for boolean, complex or non-numeric actions).
+            ValueError: an observation with NaN or inf that the Q-switch would score.
+        """
         agent_actions = self.qmp.validate_actions(actions, (self.num_envs, self.qmp.action_dim))
         executed, chosen = self.qmp.select(agent_actions)
         self._executed, self._chosen = executed, chosen
         self.venv.step_async(executed)
 
     def step_wait(self) -> VecEnvStepReturn:
+        """Collect the sub-envs' step.
+
+        Returns:
+            SB3's ``(observations, rewards, dones, infos)``; each info gains ``qmp_action``
+            and ``qmp_policy``.
+        """
         obs, rewards, dones, infos = self.venv.step_wait()
         # SB3 resets finished sub-envs at once: obs already starts the next episode.
         self.qmp.after_step(obs, dones, np.zeros_like(dones))
@@ -114,6 +155,24 @@ def make_qmp_vec_env(
     Unlike SB3's ``make_vec_env``, which would put every sub-env on the same task schedule,
     each sub-env is pinned to its task. ``vec_env_cls`` may be ``SubprocVecEnv`` (the Q-switch
     still runs in this process). Sub-envs are wrapped in SB3's ``Monitor`` for episode stats.
+
+    Args:
+        env_id: a ``qmp/`` id.
+        vec_env_cls: SB3's vector env class (``DummyVecEnv`` or ``SubprocVecEnv``).
+        env_kwargs: passed to every sub-env's ``gym.make``.
+        vec_env_kwargs: passed to ``vec_env_cls``.
+        monitor: wrap each sub-env in SB3's ``Monitor``.
+        extra_policies: the wrapper's extra policies
+            (:attr:`~qmp_wrappers.switch.SwitchOptions.extra_policies`).
+        **qmp_options: the other fields of :class:`~qmp_wrappers.switch.SwitchOptions`.
+
+    Returns:
+        The Q-switch over the N sub-envs.
+
+    Raises:
+        KeyError: an unknown ``env_id``.
+        TypeError: an unknown option.
+        ValueError: an option out of range (see :class:`~qmp_wrappers.switch.SwitchOptions`).
     """
     facts = suite_facts(env_id)
     env_kwargs = dict(env_kwargs or {})

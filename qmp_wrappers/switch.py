@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -36,11 +37,23 @@ from qmp_wrappers.qswitch import (
 
 
 def find_tasks(env: Any) -> tuple[int, list[str]] | None:
-    """``(num_tasks, task_names)`` of a multi-task env under any stack of Gymnasium wrappers.
+    """The tasks of a multi-task env under any stack of Gymnasium wrappers.
 
     A ``qmp/`` id is read from its suite facts (via ``env.spec``); any other env from the
     ``num_tasks`` / ``task_names`` attributes of the innermost env (a vector env's first
-    sub-env). None if neither says.
+    sub-env).
+
+    Args:
+        env: an env or vector env, wrapped or not.
+
+    Returns:
+        ``(num_tasks, task_names)`` (names ``task_{j}`` where the env has none), or None if
+        neither says.
+
+    Example:
+        >>> import gymnasium as gym, qmp_envs
+        >>> find_tasks(gym.make("qmp/PointReachMT4-v0"))[0]
+        4
     """
     spec = getattr(env, "spec", None)
     if spec is not None and spec.id in SUITES:
@@ -61,7 +74,15 @@ def innermost_action_bounds(
     env: Any, action_space: gym.spaces.Box
 ) -> tuple[np.ndarray, np.ndarray]:
     """``action_space``'s bounds narrowed to those of the innermost env (a vector env's base
-    and its first sub-env's), where that env has a Box of the same shape."""
+    and its first sub-env's), where that env has a Box of the same shape.
+
+    Args:
+        env: the wrapped env or vector env.
+        action_space: the (single) action space the QMP wrapper sees.
+
+    Returns:
+        ``(low, high)``, float64 arrays of the action's shape.
+    """
     low = np.asarray(action_space.low, dtype=np.float64)
     high = np.asarray(action_space.high, dtype=np.float64)
     inner = getattr(env, "unwrapped", env)
@@ -76,28 +97,183 @@ def innermost_action_bounds(
     return low, high
 
 
-class SwitchOptions(TypedDict, total=False):
-    """Options every QMP wrapper takes; documented on :class:`qmp_wrappers.QMPBehaviorWrapper`."""
+@dataclass(frozen=True)
+class SwitchOptions:
+    """The options every QMP wrapper takes, as keywords of its constructor; checked here once.
 
-    scoring: str
-    mixture: str
-    temperature: float
-    hold_steps: int
-    start_step: int
-    extra_policies: Sequence[Callable]
-    extra_policy_names: Sequence[str] | None
-    task_id_fn: Callable | None
-    relabel_fn: Callable | None
-    seed: int | None
-    guide_filter: bool
-    guide_block: bool
-    guide_filter_start: int
+    :class:`qmp_wrappers.QMPBehaviorWrapper`, :class:`qmp_wrappers.vector.QMPBehaviorWrapper`
+    and :class:`qmp_wrappers.sb3.QMPVecEnvWrapper` accept exactly these fields as keyword
+    arguments, with these defaults, and build a ``SwitchOptions`` from them. The checked
+    values are normalised: NumPy numbers become Python ones, step counts given as integral
+    floats (``5e3``, as CleanRL's scripts give them) become ints, ``extra_policies`` and
+    ``extra_policy_names`` become tuples (names default to each policy's ``name`` attribute,
+    else ``extra_{i}``).
+
+    Raises:
+        TypeError: an unknown keyword (as for any constructor), or an extra policy that is not
+            callable.
+        qmp_envs.validation.InputTypeError: a count or the temperature of the wrong kind (a
+            bool, a string, a fractional step count).
+        qmp_envs.validation.InputError: a count or the temperature out of range (``hold_steps
+            < 1``, a negative ``start_step``, ``temperature <= 0`` or NaN).
+        ValueError: an unknown ``scoring`` or ``mixture``; ``task_id_fn`` without
+            ``relabel_fn`` or the reverse; as many ``extra_policy_names`` as extra policies not
+            given.
+
+    Example:
+        >>> SwitchOptions(hold_steps=5e3, mixture="softmax").hold_steps
+        5000
+        >>> SwitchOptions(extra_policies=[abs]).extra_policy_names
+        ('extra_0',)
+        >>> SwitchOptions(mixture="best")
+        Traceback (most recent call last):
+        ...
+        ValueError: mixture must be one of ('qswitch', 'uniform', 'softmax', 'guide'), got 'best'
+    """
+
+    scoring: str = "original"
+    """How candidates are scored: ``"original"`` (the collecting task's first critic on each
+    candidate's mean action, and the chosen policy's sample is executed; the paper's code) or
+    ``"min_twin"`` (the minimum over critics on sampled actions)."""
+    mixture: str = "qswitch"
+    """How a candidate is chosen: ``"qswitch"`` (argmax, the paper), ``"uniform"`` (a uniformly
+    random candidate; the ablation), ``"softmax"`` (sampled from softmax(Q / temperature),
+    computed in float64) or ``"guide"`` (an attached guide picks the candidate every
+    ``hold_steps`` steps, CTPG-style: :mod:`qmp_wrappers.guide`)."""
+    temperature: float = 1.0
+    """The softmax temperature, > 0 (``mixture="softmax"``)."""
+    hold_steps: int = 1
+    """Keep the chosen candidate for this many steps, >= 1 (1: switch every step)."""
+    start_step: int = 0
+    """QMP acts only once this many env steps have passed (e.g. SAC's ``learning_starts``, so
+    the random warm-up is not mixed); 0 acts from the start."""
+    extra_policies: Sequence[Callable] = ()
+    """Fixed callables ``obs -> actions | (sampled, mean)`` on numpy arrays (scripted or
+    pretrained behaviours) added to every task's candidates."""
+    extra_policy_names: Sequence[str] | None = None
+    """Names of the extra policies in the selection matrix (one per extra policy)."""
+    task_id_fn: Callable | None = None
+    """``obs (B, D) ndarray -> task ids (B,)`` for envs whose observations do not end with a
+    one-hot task id; requires ``relabel_fn``."""
+    relabel_fn: Callable | None = None
+    """``(obs (M, D) ndarray, task_ids (M,) ndarray) -> obs`` giving each row the identity of
+    another task, so that policy j can propose on task i's state; requires ``task_id_fn``."""
+    seed: int | None = None
+    """Seed of the wrapper's own random stream (uniform, softmax and guide mixtures);
+    ``reset(seed=s)`` reseeds it."""
+    guide_filter: bool = True
+    """The guide mixture's policy-filter gate."""
+    guide_block: bool = True
+    """The guide mixture's guide-block gate."""
+    guide_filter_start: int = 0
+    """The policy filter masks candidates only after this many env steps (the guide critic's
+    warm-up)."""
+
+    def __post_init__(self) -> None:
+        checked = _checked_options(self)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)  # frozen: the checked values replace the given
+
+
+def _checked_options(options: SwitchOptions) -> dict[str, Any]:
+    """The options' checked and normalised values, or the first error, in the order the
+    fields are listed."""
+    _check_choice("scoring", options.scoring, SCORING_RULES)
+    _check_choice("mixture", options.mixture, MIXTURES)
+    checked: dict[str, Any] = {
+        "temperature": validation.real("temperature", options.temperature, above=0)
+    }
+    for name, least in (("hold_steps", 1), ("start_step", 0), ("guide_filter_start", 0)):
+        # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
+        value = getattr(options, name)
+        checked[name] = validation.integer(name, value, minimum=least, integral_floats=True)
+    if (options.task_id_fn is None) != (options.relabel_fn is None):
+        raise ValueError("task_id_fn and relabel_fn must be given together")
+    checked["extra_policies"] = _checked_extra_policies(options.extra_policies)
+    checked["extra_policy_names"] = _extra_policy_names(
+        checked["extra_policies"], options.extra_policy_names
+    )
+    checked["guide_filter"] = bool(options.guide_filter)
+    checked["guide_block"] = bool(options.guide_block)
+    return checked
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _checked_extra_policies(extra_policies: Sequence[Callable]) -> tuple[Callable, ...]:
+    policies = tuple(extra_policies)
+    for i, fn in enumerate(policies):
+        if not callable(fn):
+            raise TypeError(f"extra_policies[{i}] is not callable: {fn!r}")
+    return policies
+
+
+def _extra_policy_names(
+    extra_policies: tuple[Callable, ...], names: Sequence[str] | None
+) -> tuple[str, ...]:
+    if names is None:
+        return tuple(getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies))
+    if len(names) != len(extra_policies):
+        raise ValueError(
+            f"got {len(names)} extra_policy_names for {len(extra_policies)} extra_policies"
+        )
+    return tuple(names)
+
+
+def _flat_box(what: str, space: gym.Space) -> gym.spaces.Box:
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise TypeError(f"QMP needs a flat Box {what} space, got {space}")
+    return space
+
+
+def _task_count_and_names(env: Any, num_tasks: int | None) -> tuple[int | None, list[str] | None]:
+    """The task count (given, else found on ``env``, else None) and the env's task names (None
+    where they are unknown or not as many as the tasks)."""
+    found = find_tasks(env)
+    if num_tasks is None:
+        num_tasks = found[0] if found is not None else None
+    else:
+        num_tasks = validation.integer("num_tasks", num_tasks, minimum=1)
+    names = found[1] if found is not None and len(found[1]) == num_tasks else None
+    return num_tasks, names
+
+
+def _check_one_hot_fits(
+    num_tasks: int | None, options: SwitchOptions, observation_space: gym.spaces.Box
+) -> None:
+    """Without ``task_id_fn`` the observation ends with a one-hot of ``num_tasks`` entries."""
+    obs_size = observation_space.shape[0]
+    if num_tasks is not None and options.task_id_fn is None and num_tasks > obs_size:
+        raise ValueError(f"num_tasks={num_tasks} exceeds the observation size {obs_size}")
 
 
 class QSwitchState:
     """Options, attached networks and selection statistics of one QMP wrapper.
 
-    Documented on :class:`qmp_wrappers.QMPBehaviorWrapper`, whose arguments it validates.
+    Each wrapper owns one and forwards its public API (:class:`QSwitchControls`) to it; a
+    single env is a batch of ``num_envs=1``.
+
+    Args:
+        env: the wrapped env (or vector env, or an object answering ``find_tasks``); read for
+            its task count and names, the action bounds of its innermost env, and refused if a
+            normaliser inside it would hide the one-hot task id.
+        observation_space: the observation space of one env; must be a flat ``Box``.
+        action_space: the action space of one env; must be a flat ``Box``.
+        num_envs: the batch size B of every step.
+        num_tasks: the task count N; found on ``env`` when None (see :func:`find_tasks`).
+        options: the checked wrapper options.
+        next_step_autoreset: the env resets a finished sub-env on the step after its end
+            (Gymnasium's ``NEXT_STEP`` autoreset): that step is not a selection.
+
+    Raises:
+        ValueError: a normaliser inside ``env`` normalises the one-hot task id (without
+            ``task_id_fn``), or ``num_tasks`` exceeds the observation size.
+        TypeError: the observation or action space is not a flat ``Box``.
+        qmp_envs.validation.InputError: ``num_tasks`` < 1 (``InputTypeError`` if not an
+            integer).
     """
 
     def __init__(
@@ -107,105 +283,64 @@ class QSwitchState:
         action_space: gym.Space,
         num_envs: int,
         num_tasks: int | None = None,
+        options: SwitchOptions | None = None,
         *,
-        scoring: str = "original",
-        mixture: str = "qswitch",
-        temperature: float = 1.0,
-        hold_steps: int = 1,
-        start_step: int = 0,
-        extra_policies: Sequence[Callable] = (),
-        extra_policy_names: Sequence[str] | None = None,
-        task_id_fn: Callable | None = None,
-        relabel_fn: Callable | None = None,
-        seed: int | None = None,
-        guide_filter: bool = True,
-        guide_block: bool = True,
-        guide_filter_start: int = 0,
         next_step_autoreset: bool = False,
     ):
-        if scoring not in SCORING_RULES:
-            raise ValueError(f"scoring must be one of {SCORING_RULES}, got {scoring!r}")
-        if mixture not in MIXTURES:
-            raise ValueError(f"mixture must be one of {MIXTURES}, got {mixture!r}")
-        temperature = validation.real("temperature", temperature, above=0)
-        # CleanRL's scripts give step counts as floats (learning_starts: float = 5e3).
-        hold_steps, start_step, guide_filter_start = (
-            validation.integer(name, value, minimum=least, integral_floats=True)
-            for name, value, least in (
-                ("hold_steps", hold_steps, 1),
-                ("start_step", start_step, 0),
-                ("guide_filter_start", guide_filter_start, 0),
-            )
-        )
-        if (task_id_fn is None) != (relabel_fn is None):
-            raise ValueError("task_id_fn and relabel_fn must be given together")
-        refuse_inner_normalizer(env, task_id_fn is not None)
-        extra_policies = list(extra_policies)
-        for i, fn in enumerate(extra_policies):
-            if not callable(fn):
-                raise TypeError(f"extra_policies[{i}] is not callable: {fn!r}")
-        if extra_policy_names is None:
-            extra_policy_names = [
-                getattr(fn, "name", f"extra_{i}") for i, fn in enumerate(extra_policies)
-            ]
-        if len(extra_policy_names) != len(extra_policies):
-            raise ValueError(
-                f"got {len(extra_policy_names)} extra_policy_names for "
-                f"{len(extra_policies)} extra_policies"
-            )
-        found = find_tasks(env)
-        if num_tasks is None:
-            num_tasks = found[0] if found is not None else None
-        else:
-            num_tasks = validation.integer("num_tasks", num_tasks, minimum=1)
-        if not (
-            isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1
-        ):
-            raise TypeError(f"QMP needs a flat Box observation space, got {observation_space}")
-        if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
-            raise TypeError(f"QMP needs a flat Box action space, got {action_space}")
-        obs_size = observation_space.shape[0]
-        if num_tasks is not None and task_id_fn is None and num_tasks > obs_size:
-            raise ValueError(f"num_tasks={num_tasks} exceeds the observation size {obs_size}")
+        options = options if options is not None else SwitchOptions()
+        refuse_inner_normalizer(env, options.task_id_fn is not None)
+        self.num_tasks, self.task_names = _task_count_and_names(env, num_tasks)
+        observation_box = _flat_box("observation", observation_space)
+        action_box = _flat_box("action", action_space)
+        _check_one_hot_fits(self.num_tasks, options, observation_box)
+        self.observation_space, self.action_space = observation_box, action_box
+        self.num_envs, self.next_step_autoreset = num_envs, next_step_autoreset
+        self.action_dim = int(action_box.shape[0])
+        self._take_options(options)
+        self._start_fresh()
+        # Clip to the bounds the innermost env enforces: a ClipAction inside the wrapper widens
+        # the space it shows to +-inf, yet the env still executes clipped actions.
+        low, high = innermost_action_bounds(env, action_box)
+        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
 
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.num_envs = num_envs
-        self.num_tasks = num_tasks
-        self.task_names = found[1] if found is not None and len(found[1]) == num_tasks else None
-        self.scoring, self.mixture, self.temperature = scoring, mixture, float(temperature)
-        self.hold_steps, self.start_step = hold_steps, start_step
-        self.extra_policies = extra_policies
-        self.extra_policy_names = list(extra_policy_names)
-        self.task_id_fn, self.relabel_fn = task_id_fn, relabel_fn
-        self.guide_filter, self.guide_block = bool(guide_filter), bool(guide_block)
-        self.guide_filter_start = guide_filter_start
+    def _take_options(self, options: SwitchOptions) -> None:
+        """The options as attributes of their own (tests and scripts change some mid-run)."""
+        self.scoring, self.mixture, self.temperature = (
+            options.scoring,
+            options.mixture,
+            options.temperature,
+        )
+        self.hold_steps, self.start_step = options.hold_steps, options.start_step
+        self.extra_policies = list(options.extra_policies)
+        self.extra_policy_names = list(options.extra_policy_names or ())
+        self.task_id_fn, self.relabel_fn = options.task_id_fn, options.relabel_fn
+        self.guide_filter, self.guide_block = options.guide_filter, options.guide_block
+        self.guide_filter_start = options.guide_filter_start
+        self.rng = np.random.default_rng(options.seed)
+
+    def _start_fresh(self) -> None:
+        """Nothing attached, no step taken, no selection counted."""
         self.guide: GuideNetworks | None = None
         self.view: Callable[[torch.Tensor], torch.Tensor] | None = None
-        # Rows that made a fresh choice at the last step (the start of a guided K-step segment).
-        self.choice_made = np.zeros(num_envs, dtype=bool)
-        self.action_dim = int(action_space.shape[0])
-        self.enabled = True
-        self.rng = np.random.default_rng(seed)
-        self.next_step_autoreset = next_step_autoreset
-        self.steps_taken = 0
         self.policy: CallableAdapter | None = None
         self.q_function: CallableAdapter | None = None
         self.extras: list[CallableAdapter] = []
         self.device = torch.device("cpu")
+        self.enabled = True
+        self.steps_taken = 0
         self.last_obs: np.ndarray | None = None
-        self.held = np.zeros(num_envs, dtype=np.int64)
-        self.hold_left = np.zeros(num_envs, dtype=np.int64)
-        self.resetting = np.zeros(num_envs, dtype=bool)
+        # Rows that made a fresh choice at the last step (the start of a guided K-step segment).
+        self.choice_made = np.zeros(self.num_envs, dtype=bool)
+        self.held = np.zeros(self.num_envs, dtype=np.int64)
+        self.hold_left = np.zeros(self.num_envs, dtype=np.int64)
+        self.resetting = np.zeros(self.num_envs, dtype=bool)
         self.counts = (
             None
-            if num_tasks is None
-            else np.zeros((num_tasks, num_tasks + len(extra_policies)), dtype=np.int64)
+            if self.num_tasks is None
+            else np.zeros(
+                (self.num_tasks, self.num_tasks + len(self.extra_policies)), dtype=np.int64
+            )
         )
-        # Clip to the bounds the innermost env enforces: a ClipAction inside the wrapper widens
-        # the space it shows to +-inf, yet the env still executes clipped actions.
-        low, high = innermost_action_bounds(env, action_space)
-        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
 
     # -- attaching -------------------------------------------------------------------------
     def attach(
@@ -216,6 +351,20 @@ class QSwitchState:
         guide: GuideNetworks | None = None,
         view: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """Bind the agent's networks (and the extra policies) after checking them on a probe
+        batch; :meth:`QSwitchControls.attach` documents the arguments and errors.
+
+        Args:
+            policy: the agent's task policies.
+            q_function: the agent's critic, or a list of critics.
+            device: where input tensors live (inferred from torch modules when None).
+            guide: the guide networks, with ``mixture="guide"`` only.
+            view: the agent's view of observations (its normalisers), if not the identity.
+
+        Raises:
+            ValueError: see :meth:`QSwitchControls.attach`.
+            TypeError: see :meth:`QSwitchControls.attach`.
+        """
         if self.mixture == "guide" and guide is None:
             raise ValueError('mixture="guide" needs attach(..., guide=...): see qmp_wrappers.guide')
         if self.mixture != "guide" and guide is not None:
@@ -250,6 +399,7 @@ class QSwitchState:
         self.guide = guide
 
     def detach(self) -> None:
+        """Forget the attached callables; actions pass through again."""
         self.policy = self.q_function = self.guide = self.view = None
         self.extras = []
 
@@ -271,6 +421,13 @@ class QSwitchState:
         untouched: no selection statistics, no hold state, the global torch and NumPy random
         streams restored after each call, and extra policies called on copies (their own
         random streams stay where training left them).
+
+        Returns:
+            The evaluation policy.
+
+        Raises:
+            RuntimeError: nothing is attached (or the task count is unknown).
+            ValueError: ``mixture="guide"`` (the guide, not a Q-switch, picks the candidate).
         """
         if self.policy is None or self.q_function is None or self.num_tasks is None:
             raise RuntimeError("mixture_policy() needs attach(policy, q_function) first")
@@ -318,11 +475,31 @@ class QSwitchState:
         return list(names) + self.extra_policy_names
 
     def selection_counts(self) -> np.ndarray:
+        """The selection statistics as counts.
+
+        Returns:
+            A copy of the ``(N, N + E)`` int64 counts (row: task collected, column: candidate
+            executed).
+
+        Raises:
+            ValueError: the task count is unknown.
+        """
         if self.counts is None:
             raise ValueError("no selection statistics: the task count is unknown")
         return self.counts.copy()
 
     def selection_matrix(self, normalize: bool = True) -> np.ndarray:
+        """The selection statistics; :meth:`QSwitchControls.selection_matrix` documents them.
+
+        Args:
+            normalize: rows as frequencies; False gives counts (as float64).
+
+        Returns:
+            The ``(N, N + E)`` float64 matrix.
+
+        Raises:
+            ValueError: the task count is unknown.
+        """
         counts = self.selection_counts().astype(np.float64)
         if not normalize:
             return counts
@@ -330,11 +507,25 @@ class QSwitchState:
         return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
     def reset_selection_stats(self) -> None:
+        """Zero the selection counts."""
         if self.counts is not None:
             self.counts[:] = 0
 
     # -- the Q-switch ----------------------------------------------------------------------
     def task_ids(self, obs: np.ndarray) -> np.ndarray:
+        """The task of every observation row: ``task_id_fn``'s answer, or the one-hot's index.
+
+        Args:
+            obs: observations ``(B, D)``.
+
+        Returns:
+            Task indices ``(B,)``, int64, each in ``[0, N)``.
+
+        Raises:
+            ValueError: ``task_id_fn`` returned the wrong number of ids or one out of range, or
+                an observation's one-hot is not one
+                (:func:`~qmp_wrappers.qswitch.read_one_hot_task`).
+        """
         assert self.num_tasks is not None
         if self.task_id_fn is not None:
             task_ids = np.asarray(self.task_id_fn(obs), dtype=np.int64).reshape(-1)
@@ -348,6 +539,16 @@ class QSwitchState:
         return read_one_hot_task(obs, self.num_tasks)
 
     def relabel(self, obs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Each observation row as seen by another task (``relabel_fn``, or the one-hot
+        rewritten).
+
+        Args:
+            obs: observations ``(M, D)``.
+            task_ids: the task each row should show, ``(M,)``.
+
+        Returns:
+            The relabelled observations ``(M, D)``, float32, on ``obs``'s device.
+        """
         assert self.num_tasks is not None
         if self.relabel_fn is None:
             return relabel_one_hot(obs, task_ids.to(obs.device), self.num_tasks)
@@ -355,15 +556,39 @@ class QSwitchState:
         return torch.as_tensor(np.asarray(out, dtype=np.float32), device=obs.device)
 
     def validate_actions(self, actions: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
-        """The agent's actions as a float32 ``(B, A)`` array, or a clear error (tensors with
-        grad are accepted; boolean, complex, NaN or inf actions are refused)."""
+        """The agent's actions as a float32 ``(B, A)`` array (tensors with grad are accepted).
+
+        Args:
+            actions: the actions the agent gave ``step``.
+            expected_shape: the shape ``step`` takes (``(A,)`` for one env, ``(B, A)``).
+
+        Returns:
+            The actions, float32, ``(B, A)``.
+
+        Raises:
+            qmp_envs.validation.InputTypeError: boolean, complex or non-numeric actions.
+            qmp_envs.validation.InputError: the wrong shape, or NaN or inf.
+        """
         array = validation.real_array(
             "the agent's action array", actions, dtype=np.float32, shape=expected_shape
         )
         return array.reshape(self.num_envs, self.action_dim)
 
     def select(self, agent_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Executed actions ``(B, A)`` (inside the action space) and candidate indices ``(B,)``."""
+        """Choose what every env executes this step, and count the choice.
+
+        Args:
+            agent_actions: the agent's checked actions ``(B, A)``.
+
+        Returns:
+            The executed actions ``(B, A)`` (inside the action space) and the executed
+            candidates' indices ``(B,)`` (-1 where the task count is unknown).
+
+        Raises:
+            RuntimeError: ``reset()`` was not called first.
+            ValueError: an observation with NaN or inf that the Q-switch would score; errors of
+                :meth:`task_ids`.
+        """
         if self.last_obs is None:
             raise RuntimeError("call reset() before step()")
         self.steps_taken += self.num_envs
@@ -449,6 +674,14 @@ class QSwitchState:
         np.add.at(self.counts, (task_ids[counted], chosen[counted]), 1)
 
     def after_step(self, obs: Any, terminated: Any, truncated: Any) -> None:
+        """Record the step's outcome: the next observations, and fresh choices where an
+        episode ended.
+
+        Args:
+            obs: the observations the env returned, ``(B, D)`` or ``(D,)``.
+            terminated: the env's terminations, one per env.
+            truncated: the env's truncations, one per env.
+        """
         self.last_obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
         done = np.asarray(terminated, dtype=bool).reshape(-1) | np.asarray(
             truncated, dtype=bool
@@ -460,6 +693,13 @@ class QSwitchState:
         self.resetting = done & self.next_step_autoreset
 
     def after_reset(self, obs: Any, seed: Any) -> None:
+        """Start over after a reset: fresh choices, and the wrapper's random stream reseeded
+        when a seed was given.
+
+        Args:
+            obs: the reset observations.
+            seed: the reset's seed (an int, a list whose first entry seeds, or None).
+        """
         if seed is not None:
             base_seed = seed if isinstance(seed, int) else int(np.asarray(seed).reshape(-1)[0])
             self.rng = np.random.default_rng(base_seed)
@@ -511,6 +751,19 @@ class QSwitchControls:
 
         Each callable is called once on a probe batch (one row per task) to check its outputs;
         the probe leaves the global torch and NumPy random streams unchanged.
+
+        Raises:
+            ValueError: the task count is unknown (pass ``num_tasks`` to the wrapper); a
+                ``guide`` missing with ``mixture="guide"`` or given with another mixture; an
+                empty critic list; a ``device`` that is not one, or that the networks are not
+                on; a probe output of the wrong shape or range, or with NaN or inf
+                (:class:`~qmp_wrappers.qswitch.ContractError`); a guide whose outputs do not
+                fit (:func:`~qmp_wrappers.guide.check_guide`); an ``agent_view`` that cannot be
+                applied.
+            TypeError: ``policy``, a critic or ``agent_view`` is not callable (or not an env);
+                a callable that fails on the probe batch (the message names it and the input
+                it got); a probe output of the wrong dtype
+                (:class:`~qmp_wrappers.qswitch.ContractTypeError`).
         """
         self.qmp.attach(policy, q_function, device, guide, resolve_agent_view(agent_view, self))
 
@@ -535,7 +788,12 @@ class QSwitchControls:
     def sharing_off(self) -> Iterator[None]:
         """Execute the agent's own actions inside the block, then restore ``enabled``: e.g.
         ``with venv.sharing_off(): evaluate_policy(model, venv)`` scores the agent's own
-        policy, where on the wrapped env SB3's ``evaluate_policy`` would score the mixture."""
+        policy, where on the wrapped env SB3's ``evaluate_policy`` would score the mixture.
+
+        Yields:
+            None, once; ``enabled`` is False inside the block, and as it was after it (also
+            after an error).
+        """
         previous = self.qmp.enabled
         self.qmp.enabled = False
         try:
@@ -573,8 +831,20 @@ class QSwitchControls:
         return self.qmp.selection_counts()
 
     def selection_matrix(self, normalize: bool = True) -> np.ndarray:
-        """The selection matrix; rows normalised to frequencies (rows never visited stay 0)."""
+        """How often each task executed each candidate since the last reset of the statistics.
+
+        Args:
+            normalize: rows as frequencies (rows never visited stay 0); False gives counts.
+
+        Returns:
+            ``(N, N + E)`` float64: row = task being collected, column = candidate executed
+            (:attr:`candidate_names`).
+
+        Raises:
+            ValueError: the task count is unknown (no statistics are kept).
+        """
         return self.qmp.selection_matrix(normalize)
 
     def reset_selection_stats(self) -> None:
+        """Zero the selection statistics (e.g. at the start of each logging period)."""
         self.qmp.reset_selection_stats()

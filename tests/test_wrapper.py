@@ -551,6 +551,25 @@ def test_single_env_wrapper_passes_check_env_and_rebuilds_from_its_spec():
     assert env.spec.make().qmp.hold_steps == 2
 
 
+def test_every_switch_option_is_a_keyword_of_both_wrappers_and_recorded_in_the_spec():
+    import dataclasses
+
+    from qmp_wrappers.switch import SwitchOptions
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SwitchOptions)}
+    env = QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), **defaults)
+    recorded = env.spec.additional_wrappers[-1].kwargs
+    assert recorded["hold_steps"] == 1 and set(defaults) <= set(recorded)
+    spec = gym.envs.registration.EnvSpec.from_json(env.spec.to_json())
+    assert gym.make(spec).qmp.extra_policy_names == []
+    venv = VectorQMPBehaviorWrapper(gym.make_vec("qmp/PointReach-v0"), **defaults)
+    assert venv.qmp.mixture == "qswitch" and venv.qmp.extra_policies == []
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hold_step'"):
+        QMPBehaviorWrapper(gym.make("qmp/PointReach-v0"), hold_step=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hold_step'"):
+        VectorQMPBehaviorWrapper(gym.make_vec("qmp/PointReach-v0"), hold_step=2)
+
+
 @pytest.mark.parametrize("qmp_inside", [True, False])
 def test_vector_wrapper_inside_and_outside_record_episode_statistics(qmp_inside):
     stats = gym.wrappers.vector.RecordEpisodeStatistics
