@@ -491,8 +491,9 @@ class TrainingRun(Generic[ArgsT]):
         with the run's counters, configuration and RNG states; keep the newest K.
 
         A write that fails (a full disk, a file-size limit) stops the run with exit status
-        :data:`EXIT_WRITE_FAILED` and a message naming the file and the cause; the previous
-        checkpoints are kept, so the run resumes from the last one once there is room."""
+        ``EXIT_WRITE_FAILED`` (:mod:`cleanrl_qmp.run_files`) and a message naming the file
+        and the cause; the previous checkpoints are kept, so the run resumes from the last
+        one once there is room."""
         if self._logger is None and self.checkpoint is None:
             self._start_fresh_folder()
         path = checkpoint_path(self.run_dir / "checkpoints", self.global_step)

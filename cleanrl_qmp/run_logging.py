@@ -199,7 +199,8 @@ def start_wandb(run_dir: Path, args: Any) -> None:
 
 
 def plot_demo(run_dir: Path) -> None:
-    from qmp_experiments.plot import plot_runs
+    """The demo's pictures of its own run, written into the run folder."""
+    from cleanrl_qmp.run_plots import plot_run  # matplotlib only when a demo plots
 
-    for path in plot_runs([run_dir], run_dir):
+    for path in plot_run(run_dir, run_dir):
         print(f"plot: {path}")

@@ -508,8 +508,9 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
     """Aggregate table, per-task table, learning curves and selection outputs of the finished
     runs (a run still in progress would cut every curve of its method to its length). A run
     whose files are damaged is named, with the file, and left out."""
+    from cleanrl_qmp.run_plots import RunDataError, load_run
     from qmp_experiments.aggregate import summarize, task_columns, write_outputs
-    from qmp_experiments.plot import RunDataError, load_run, plot_runs
+    from qmp_experiments.plot import plot_runs
 
     out = root / campaign.name
     run_dirs, unfinished = [], 0

@@ -156,6 +156,11 @@ def test_demo_fills_the_flags_left_at_their_defaults(tmp_path):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [int(r["global_step"]) for r in rows] == [1000, 1200]  # every 1000 and at the end
     assert "eval/success/reach-bottom-left" in rows[0]
+    from cleanrl_qmp.run_logging import plot_demo
+
+    plot_demo(run_dir)  # what `sac_qmp.py --demo` draws after training, without the campaign layer
+    drawn = sorted(p.name for p in run_dir.glob("*.png")) + sorted(run_dir.glob("selection_*.md"))
+    assert drawn[:1] == ["learning_curves.png"] and len(drawn) == 4
 
 
 def test_env_options_reach_the_training_envs_and_the_run_record(tmp_path):

@@ -190,7 +190,7 @@ def test_dnc_pairwise_kl():
 
 
 def test_selection_over_time_uses_the_steps_every_seed_logged(tmp_path, monkeypatch):
-    import qmp_experiments.plot as plot_module
+    import cleanrl_qmp.run_plots as plot_module
 
     names = ["a", "b", "helper"]  # 2 tasks, 3 candidates (a fixed helper policy)
 
