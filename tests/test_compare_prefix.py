@@ -2,7 +2,7 @@
 
 import pytest
 
-from qmp_experiments import compare_prefix
+from qmp_studies import compare_prefix
 
 CAMPAIGN = """
 env_ids = ["qmp/MultistageReacher-v0"]

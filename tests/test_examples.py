@@ -81,7 +81,7 @@ def test_bring_your_own_agent_example():
 
 
 def test_pointreach_figure_command(tmp_path):
-    from qmp_experiments import pointreach_figure
+    from qmp_studies import pointreach_figure
 
     bundled = (pointreach_figure.load_campaign("pointreach").source).read_text()
     campaign = tmp_path / "pr.toml"

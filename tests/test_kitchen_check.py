@@ -9,7 +9,7 @@ import torch
 from cleanrl_qmp.networks import EnsembleActor, TaskFeatures
 from qmp_envs.kitchen import SUCCESS_REWARD
 from qmp_envs.suites import suite_facts
-from qmp_experiments import kitchen_check
+from qmp_studies import kitchen_check
 
 FACTS = suite_facts(kitchen_check.ENV_ID)
 

@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: package -> the packages above it, which none of its modules may import.
 ABOVE = {
-    "qmp_envs": ("cleanrl_qmp", "qmp_experiments"),
-    "qmp_wrappers": ("cleanrl_qmp", "qmp_experiments"),
-    "cleanrl_qmp": ("qmp_experiments",),
+    "qmp_envs": ("cleanrl_qmp", "qmp_experiments", "qmp_studies"),
+    "qmp_wrappers": ("cleanrl_qmp", "qmp_experiments", "qmp_studies"),
+    "cleanrl_qmp": ("qmp_experiments", "qmp_studies"),
+    "qmp_experiments": ("qmp_studies",),
 }
 
 

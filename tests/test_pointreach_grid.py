@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from qmp_envs.point_reach import GOAL
-from qmp_experiments import pointreach_grid
 from qmp_experiments.campaign import load_campaign
+from qmp_studies import pointreach_grid
 
 CAMPAIGN = """
 env_ids = ["qmp/PointReach-v1"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cleanrl_qmp.checkpoints import load_newest_checkpoint
-from qmp_experiments.render_policy import actor_of, shrink
+from qmp_studies.render_policy import actor_of, shrink
 
 
 def test_actor_of_rebuilds_the_checkpoints_actor(reference_campaign):

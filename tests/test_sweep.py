@@ -23,7 +23,6 @@ from conftest import (
 )
 from qmp_experiments import sweep
 from qmp_experiments.campaign import bundled_campaigns, load_campaign
-from qmp_experiments.readme import refresh_readme_copies
 
 RUNS = [f"{m}/seed_{s}" for s in (1, 2) for m in ("with_qmp", "without_qmp")]
 
@@ -158,23 +157,6 @@ def test_a_campaign_can_pin_its_runs_float_profile(tmp_path):
     )
     with pytest.raises(ValueError, match="pin_float_profile must be true or false, got 'yes'"):
         load_campaign(path)
-
-
-def test_readme_copies_are_refreshed_from_their_files(tmp_path):
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "table.md").write_text("| new |\n")
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "intro\n<!-- copied from results/table.md -->\n| old |\n| rows |\n"
-        "<!-- end of copy -->\nend\n"
-    )
-    assert refresh_readme_copies(readme) == ["results/table.md"]
-    assert readme.read_text() == (
-        "intro\n<!-- copied from results/table.md -->\n| new |\n<!-- end of copy -->\nend\n"
-    )
-    readme.write_text("<!-- copied from results/gone.md -->\n<!-- end of copy -->\n")
-    with pytest.raises(FileNotFoundError, match="gone.md"):
-        refresh_readme_copies(readme)
 
 
 # -- nothing lost, nothing run twice ---------------------------------------------------------

@@ -1,6 +1,6 @@
 """The Ray backend on a real local cluster: a head and a second node, each a `ray start`
 process of its own, so runs execute in other processes on another node (inside a loopback-only
-network namespace where the tests run as root: see qmp_experiments.local_cluster)."""
+network namespace where the tests run as root: see qmp_studies.local_cluster)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from conftest import (
     wait_for,
     write_campaign,
 )
-from qmp_experiments.local_cluster import LocalRayCluster
+from qmp_studies.local_cluster import LocalRayCluster
 
 RUNS = [f"{m}/seed_{s}" for s in (1, 2) for m in ("with_qmp", "without_qmp")]
 

@@ -18,7 +18,7 @@ to j), and task i's critics score every proposal, as the Q-switch does. Per task
   own proposals (1: as close to the data as the own policy's; >> 1: outside the data, where the
   critic extrapolates).
 
-    python -m qmp_experiments.qswitch_scores results/mt10/no_sharing_qmp/seed_1 [--states 512]
+    python -m qmp_studies.qswitch_scores results/mt10/no_sharing_qmp/seed_1 [--states 512]
 
 It reads the run's newest checkpoint (a ``sac_qmp.py``, ``uds_qmp.py`` or ``dnc_sac.py`` run) and
 writes ``qswitch_scores.md`` and ``qswitch_scores.json`` in the run folder. With

@@ -6,8 +6,8 @@ success, ``1 + return / (20 * 140)`` is the episode's mean shaping score ``0.4 i
 0.6 reach`` in [0, 1]: about 0.6 means the hand sits at the reach site all episode while the
 element has not moved (in_place near 0); near 1 means the element is almost in place.
 
-    python -m qmp_experiments.kitchen_check results/kitchen/no_sharing/seed_1
-    python -m qmp_experiments.kitchen_check RUN --checkpoint RUN/checkpoints/step_150000.pt
+    python -m qmp_studies.kitchen_check results/kitchen/no_sharing/seed_1
+    python -m qmp_studies.kitchen_check RUN --checkpoint RUN/checkpoints/step_150000.pt
 
 From ``metrics.csv`` alone (committed runs) it prints, per task, the first and last
 evaluation's success and shaping score. Given a checkpoint of a ``sac_qmp.py`` Kitchen run it also
@@ -33,8 +33,8 @@ from cleanrl_qmp.networks import EnsembleActor, deterministic_policy
 from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.kitchen import KITCHEN_TASKS, REACH_RADIUS, SUCCESS_REWARD
 from qmp_envs.suites import suite_facts
-from qmp_experiments import qswitch_scores
 from qmp_experiments.aggregate import markdown_table
+from qmp_studies import qswitch_scores
 
 
 def dict_table(rows: list[dict]) -> str:

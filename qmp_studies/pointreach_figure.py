@@ -8,8 +8,8 @@ trajectories one seed collected (read back from its final replay buffer) and, pe
 share of collected episodes that reached the goal, how often each policy was executed and the
 own policy's final success, as mean and range over the seeds.
 
-    python -m qmp_experiments.pointreach_figure                     # the bundled campaign
-    python -m qmp_experiments.pointreach_figure my_pointreach.toml --report-only
+    python -m qmp_studies.pointreach_figure                     # the bundled campaign
+    python -m qmp_studies.pointreach_figure my_pointreach.toml --report-only
 
 Each run's collected positions are saved as ``episodes.npz`` in its folder the first time they
 are read, so the figure can be redrawn from committed run folders without checkpoints.

@@ -1,6 +1,6 @@
 """Render a trained run's final deterministic policy, one small GIF per task, for the docs.
 
-    python -m qmp_experiments.render_policy RUN_DIR --out docs/_static/policies/multistage_reacher
+    python -m qmp_studies.render_policy RUN_DIR --out docs/_static/policies/multistage_reacher
 
 Loads the run's newest checkpoint (or ``--checkpoint FILE``), rebuilds its actor (per-task or
 multi-head, from the checkpoint's own configuration), runs one evaluation episode per task with

@@ -7,8 +7,8 @@ bit-reproducible on one processor (see the README's "Seeded floats across x86 pr
 the rows are identical where this processor computes the same floats as the one that made the
 committed run; otherwise this says how far apart they are and from which evaluation on.
 
-    python -m qmp_experiments.compare_prefix reacher reacher_500k
-    python -m qmp_experiments.compare_prefix reacher reacher_500k --up-to 300000
+    python -m qmp_studies.compare_prefix reacher reacher_500k
+    python -m qmp_studies.compare_prefix reacher reacher_500k --up-to 300000
 
 Writes ``<root>/<second campaign>/prefix_vs_<first campaign>.md`` and prints it.
 """

@@ -15,11 +15,10 @@ and seed this reads, from the run folders of the two methods ``sac`` (plain SAC)
 Then it judges the three claims exactly as the README states them (written before the grid
 was run) and, with ``--choose``, picks the design to confirm on held-out seeds:
 
-    python -m qmp_experiments.pointreach_grid pointreach_grid --budgets 20000 50000 --choose
-    python -m qmp_experiments.pointreach_grid pointreach_v2_confirm --budgets 50000
+    python -m qmp_studies.pointreach_grid pointreach_grid --budgets 20000 50000 --choose
+    python -m qmp_studies.pointreach_grid pointreach_v2_confirm --budgets 50000
 
-Writes ``<root>/<campaign>/designs.md`` and ``designs.csv``, prints the table and, with
-``--readme README.md``, refreshes the README's copies of it.
+Writes ``<root>/<campaign>/designs.md`` and ``designs.csv`` and prints the table.
 """
 
 from __future__ import annotations
@@ -36,9 +35,8 @@ import numpy as np
 from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.point_reach import GOAL, GOAL_RADIUS
 from qmp_experiments.campaign import Campaign, load_campaign
-from qmp_experiments.pointreach_figure import collected_episodes
-from qmp_experiments.readme import refresh_readme_copies
 from qmp_experiments.sweep import is_finished
+from qmp_studies.pointreach_figure import collected_episodes
 
 BASELINE, SHARING = "sac", "qmp_relevant"
 HELPERS = ("up", "right", "up-right")
@@ -244,7 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--choose", action="store_true", help="choosing seeds: pick a design by the README rule"
     )
-    parser.add_argument("--readme", type=Path, help="refresh this README's copied tables")
     args = parser.parse_args(argv)
     try:
         campaign = load_campaign(args.campaign)
@@ -268,8 +265,6 @@ def main(argv: list[str] | None = None) -> None:
     writer.writerows(rows)
     atomic_write_text(out / "designs.csv", buffer.getvalue())
     print(report)
-    if args.readme is not None:
-        refresh_readme_copies(args.readme)
 
 
 if __name__ == "__main__":
