@@ -19,16 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from qmp_experiments.stats import bootstrap_ci, iqm
+
 # One run's files and pictures live with the run harness (a script plots its own run with
 # them); the campaign layer pools runs into curves and draws them with the same functions.
-from cleanrl_qmp.run_plots import (
+from qmp_harness.run_plots import (
     DEFAULT_METRIC,
     RunDataError,
     draw_learning_curves,
     load_run,
     write_selection_outputs,
 )
-from qmp_experiments.stats import bootstrap_ci, iqm
 
 # args.json fields that say how a run was run, shown or kept, not what was run: runs that differ
 # only in these pool as seeds of one method (exp_name is in the label already).

@@ -42,9 +42,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanrl_qmp.checkpoints import newest_readable_checkpoint
-from cleanrl_qmp.float_profile import PINNED_ENVIRONMENT
-from cleanrl_qmp.run_files import (
+from qmp_experiments.campaign import Campaign, Run, load_campaign
+from qmp_harness.checkpoints import newest_readable_checkpoint
+from qmp_harness.float_profile import PINNED_ENVIRONMENT
+from qmp_harness.run_files import (
     EXIT_RUN_FOLDER_BUSY,
     EXIT_WRITE_FAILED,
     RunFolderBusy,
@@ -53,7 +54,6 @@ from cleanrl_qmp.run_files import (
     entries_not_files,
     files_of_a_run,
 )
-from qmp_experiments.campaign import Campaign, Run, load_campaign
 
 PR_SET_PDEATHSIG = 1
 
@@ -508,9 +508,9 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
     """Aggregate table, per-task table, learning curves and selection outputs of the finished
     runs (a run still in progress would cut every curve of its method to its length). A run
     whose files are damaged is named, with the file, and left out."""
-    from cleanrl_qmp.run_plots import RunDataError, load_run
     from qmp_experiments.aggregate import summarize, task_columns, write_outputs
     from qmp_experiments.plot import plot_runs
+    from qmp_harness.run_plots import RunDataError, load_run
 
     out = root / campaign.name
     run_dirs, unfinished = [], 0

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanrl_qmp.run_files import atomic_write_text
 from qmp_experiments.campaign import load_campaign
+from qmp_harness.run_files import atomic_write_text
 
 IGNORED = {"time"}  # wall clock: differs between any two runs
 

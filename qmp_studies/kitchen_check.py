@@ -28,12 +28,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from cleanrl_qmp.checkpoints import load_checkpoint
 from cleanrl_qmp.networks import EnsembleActor, deterministic_policy
-from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.kitchen import KITCHEN_TASKS, REACH_RADIUS, SUCCESS_REWARD
 from qmp_envs.suites import suite_facts
 from qmp_experiments.aggregate import markdown_table
+from qmp_harness.checkpoints import load_checkpoint
+from qmp_harness.run_files import atomic_write_text
 from qmp_studies import qswitch_scores
 
 

@@ -30,12 +30,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cleanrl_qmp.checkpoints import load_checkpoint, saved_checkpoints  # noqa: E402
-from cleanrl_qmp.run_files import atomic_write_text, commit_temporary, temporary_path  # noqa: E402
-from cleanrl_qmp.run_plots import save_figure  # noqa: E402
 from qmp_envs.point_reach import ARENA_SIZE, GOAL, GOAL_RADIUS, START_CENTRE  # noqa: E402
 from qmp_experiments import sweep  # noqa: E402
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
+from qmp_harness.checkpoints import load_checkpoint, saved_checkpoints  # noqa: E402
+from qmp_harness.run_files import atomic_write_text, commit_temporary, temporary_path  # noqa: E402
+from qmp_harness.run_plots import save_figure  # noqa: E402
 
 TITLES = {
     "sac": "(a) SAC",

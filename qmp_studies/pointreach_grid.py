@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanrl_qmp.run_files import atomic_write_text
 from qmp_envs.point_reach import GOAL, GOAL_RADIUS
 from qmp_experiments.campaign import Campaign, load_campaign
 from qmp_experiments.sweep import is_finished
+from qmp_harness.run_files import atomic_write_text
 from qmp_studies.pointreach_figure import collected_episodes
 
 BASELINE, SHARING = "sac", "qmp_relevant"

@@ -37,16 +37,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cleanrl_qmp.checkpoints import (
+from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, TwinCritic
+from qmp_envs.suites import suite_facts
+from qmp_experiments.aggregate import markdown_table
+from qmp_harness.checkpoints import (
     checkpoint_step,
     load_checkpoint,
     load_newest_checkpoint,
     saved_checkpoints,
 )
-from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, TwinCritic
-from cleanrl_qmp.run_files import atomic_write_text
-from qmp_envs.suites import suite_facts
-from qmp_experiments.aggregate import markdown_table
+from qmp_harness.run_files import atomic_write_text
 from qmp_wrappers.qswitch import relabel_one_hot
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 import qmp_envs
-from cleanrl_qmp.checkpoints import load_newest_checkpoint
 from cleanrl_qmp.networks import (
     EnsembleActor,
     MultiHeadActor,
@@ -28,6 +27,7 @@ from cleanrl_qmp.networks import (
     deterministic_policy,
 )
 from qmp_envs.suites import suite_facts
+from qmp_harness.checkpoints import load_newest_checkpoint
 
 PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py", "ctpg_sac.py")
 

@@ -15,13 +15,13 @@ import torch
 
 import qmp_wrappers.switch
 from cleanrl_qmp import mtsac_qmp, sac_qmp
-from cleanrl_qmp.checkpoints import (
+from qmp_harness.checkpoints import (
     CheckpointLoadError,
     UnsafeCheckpointError,
     load_checkpoint,
     load_newest_checkpoint,
 )
-from cleanrl_qmp.config import parse_command_line
+from qmp_harness.config import parse_command_line
 
 TINY = ["--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "16",
         "--hidden", "32", "32", "--eval-every", "300", "--eval-episodes", "1",
@@ -192,3 +192,30 @@ def test_damaged_files_are_set_aside_and_the_next_older_one_is_used(tmp_path):
         "step_100.pt", "step_200.pt.corrupt", "step_300.pt.corrupt",
     ]  # fmt: skip
     assert any("step_300.pt" in m for m in messages) and any("step_200.pt" in m for m in messages)
+
+
+def test_a_checkpoint_naming_the_harness_by_its_old_path_loads(tmp_path, monkeypatch):
+    """Checkpoints written before the run harness left ``cleanrl_qmp`` name its classes as
+    ``cleanrl_qmp.<module>``; they load, as the classes that now live in ``qmp_harness``."""
+    import sys
+
+    import gymnasium as gym
+    import numpy as np
+
+    import qmp_harness.tasks
+    from qmp_harness.checkpoints import save_checkpoint
+    from qmp_harness.tasks import TaskSpec
+
+    box = gym.spaces.Box(-1.0, 1.0, (3,))
+    spec = TaskSpec(2, ["a", "b"], 1, np.ones(3, dtype=bool), -1.0, box, box)
+    with monkeypatch.context() as old_layout:  # pickle as the code before the move did
+        old_layout.setitem(sys.modules, "cleanrl_qmp.tasks", qmp_harness.tasks)
+        old_layout.setattr(TaskSpec, "__module__", "cleanrl_qmp.tasks")
+        save_checkpoint(tmp_path / "step_1.pt", {"tasks": spec})
+    with zipfile.ZipFile(tmp_path / "step_1.pt") as archive:
+        pickled = next(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
+    assert b"cleanrl_qmp.tasks" in pickled and b"qmp_harness" not in pickled
+    assert "cleanrl_qmp.tasks" not in sys.modules
+    loaded = load_checkpoint(tmp_path / "step_1.pt")["tasks"]
+    assert type(loaded) is TaskSpec and loaded.task_names == ["a", "b"]
+    assert loaded.observation_space == box and loaded.feature_mask.tolist() == [True] * 3

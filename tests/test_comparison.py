@@ -69,7 +69,7 @@ def test_qswitch_scores_match_a_brute_force_argmax(reference_campaign, tmp_path)
 
     import torch
 
-    from cleanrl_qmp.checkpoints import checkpoint_step, load_newest_checkpoint, saved_checkpoints
+    from qmp_harness.checkpoints import checkpoint_step, load_newest_checkpoint, saved_checkpoints
     from qmp_studies import qswitch_scores
 
     _, reference = reference_campaign

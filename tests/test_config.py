@@ -12,8 +12,8 @@ import pytest
 import tyro
 
 from cleanrl_qmp import dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
-from cleanrl_qmp.config import RESUMABLE_FLAGS, parse_command_line, registered_qmp_ids
 from conftest import metrics_rows
+from qmp_harness.config import RESUMABLE_FLAGS, parse_command_line, registered_qmp_ids
 
 TINY = ["--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "16",
         "--hidden", "32", "32", "--eval-every", "300", "--eval-episodes", "1",
@@ -156,7 +156,7 @@ def test_demo_fills_the_flags_left_at_their_defaults(tmp_path):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [int(r["global_step"]) for r in rows] == [1000, 1200]  # every 1000 and at the end
     assert "eval/success/reach-bottom-left" in rows[0]
-    from cleanrl_qmp.run_logging import plot_demo
+    from qmp_harness.run_logging import plot_demo
 
     plot_demo(run_dir)  # what `sac_qmp.py --demo` draws after training, without the campaign layer
     drawn = sorted(p.name for p in run_dir.glob("*.png")) + sorted(run_dir.glob("selection_*.md"))
@@ -168,7 +168,7 @@ def test_env_options_reach_the_training_envs_and_the_run_record(tmp_path):
 
     import numpy as np
 
-    from cleanrl_qmp.checkpoints import load_checkpoint
+    from qmp_harness.checkpoints import load_checkpoint
 
     run_dir = tmp_path / "bonus"
     argv = [*TINY, "--env-id", "qmp/PointReach-v1", "--env-options", "start_bonus=0.3"]

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from cleanrl_qmp import sac_qmp
-from cleanrl_qmp.config import PRESETS, SEED_MAX, base_problems, parse_command_line
-from cleanrl_qmp.run_memory import (
+from qmp_envs import validation
+from qmp_envs.evaluation import EvaluationEnvs, evaluate_policy
+from qmp_harness.config import PRESETS, SEED_MAX, base_problems, parse_command_line
+from qmp_harness.run_memory import (
     MachineMemory,
     estimate_run_memory,
     machine_memory,
     memory_problems,
 )
-from qmp_envs import validation
-from qmp_envs.evaluation import EvaluationEnvs, evaluate_policy
 from qmp_wrappers import MultiTaskReplayBuffer, QMPBehaviorWrapper, QMPReplayBuffer
 from qmp_wrappers.vector import QMPBehaviorWrapper as VectorQMPBehaviorWrapper
 
@@ -457,7 +457,7 @@ def test_sampling_refuses_empty_and_non_integer_batches(batch_size):
 
 
 def preset_args(env_id: str = "qmp/MultistageReacher-v0", **flags):
-    from cleanrl_qmp.config import resolve_preset
+    from qmp_harness.config import resolve_preset
 
     args = resolve_preset(sac_qmp.Args(env_id=env_id))
     for name, value in flags.items():
@@ -547,7 +547,7 @@ def test_scripts_refuse_what_their_env_cannot_do_before_training(script, flags, 
     """Checked with the flags (before any folder exists), not as a traceback from inside."""
     import importlib
 
-    from cleanrl_qmp.config import resolve_preset
+    from qmp_harness.config import resolve_preset
 
     module = importlib.import_module(f"cleanrl_qmp.{script}")
     args = resolve_preset(module.Args(**flags))

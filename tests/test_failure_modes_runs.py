@@ -25,19 +25,19 @@ import pytest
 import torch
 
 from cleanrl_qmp import sac_qmp, uds_qmp
-from cleanrl_qmp.checkpoints import CheckpointWriteError, load_checkpoint, save_checkpoint
-from cleanrl_qmp.config import parse_command_line
-from cleanrl_qmp.harness import TrainingRun, counter_problems
-from cleanrl_qmp.run_files import (
+from conftest import write_campaign
+from qmp_experiments import sweep
+from qmp_experiments.aggregate import summarize
+from qmp_experiments.campaign import Method, Run, load_campaign
+from qmp_harness.checkpoints import CheckpointWriteError, load_checkpoint, save_checkpoint
+from qmp_harness.config import parse_command_line
+from qmp_harness.harness import TrainingRun, counter_problems
+from qmp_harness.run_files import (
     EXIT_RUN_FOLDER_BUSY,
     EXIT_WRITE_FAILED,
     RunFolderLock,
     files_of_a_run,
 )
-from conftest import write_campaign
-from qmp_experiments import sweep
-from qmp_experiments.aggregate import summarize
-from qmp_experiments.campaign import Method, Run, load_campaign
 
 TINY = ["--total-timesteps", "200", "--learning-starts", "100", "--batch-size", "16",
         "--hidden", "32", "32", "--eval-every", "200", "--eval-episodes", "1",
@@ -269,7 +269,7 @@ def test_a_file_size_limit_is_named_and_the_previous_checkpoint_kept(tmp_path):
         f"""
         import resource, torch
         from pathlib import Path
-        from cleanrl_qmp.checkpoints import CheckpointWriteError, save_checkpoint
+        from qmp_harness.checkpoints import CheckpointWriteError, save_checkpoint
         folder = Path({str(tmp_path)!r}) / "checkpoints"
         save_checkpoint(folder / "step_1.pt", {{"w": torch.zeros(10)}})
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))

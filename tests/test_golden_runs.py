@@ -6,7 +6,7 @@ line (as the results driver does, one torch thread) and compares its ``metrics.c
 column but wall time) and ``selection.jsonl`` with the files in ``tests/golden/``.
 
 Floats depend on the kernels the libraries pick for the processor's instruction set, not on the
-processor's name. So every case runs with :func:`cleanrl_qmp.float_profile.pinned_environment`
+processor's name. So every case runs with :func:`qmp_harness.float_profile.pinned_environment`
 (ATen capped at AVX2, MKL's AVX2 reproducibility branch, NumPy's AVX-512 targets off), which
 makes any x86-64-v3 processor take an AVX2 processor's code paths, and the guard compares:
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanrl_qmp.float_profile import pinned_environment
+from qmp_harness.float_profile import pinned_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -90,7 +90,7 @@ def run_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 def profile_of(env: dict[str, str]) -> dict:
     """The float profile a process started with ``env`` has."""
     done = subprocess.run(
-        [sys.executable, "-m", "cleanrl_qmp.float_profile"],
+        [sys.executable, "-m", "qmp_harness.float_profile"],
         capture_output=True, text=True, env=env, cwd=ROOT, check=True,
     )  # fmt: skip
     return json.loads(done.stdout)

@@ -1,6 +1,7 @@
-"""The house has floors: the envs and the wrapper at the bottom, the training scripts and their
-harness above them, the campaign library on top. An import may only point down; this test
-reads every module's imports (without running it) and names any that points up."""
+"""The house has floors: the envs and the wrapper at the bottom, the run harness above them, the
+training scripts above it, then the campaign library and the studies over campaigns. An import
+may only point down; this test reads every module's imports (without running it) and names any
+that points up."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: package -> the packages above it, which none of its modules may import.
+#: package -> the packages above it, which none of its modules may import. From the ground up:
+#: the envs and the wrapper, the run harness, the training scripts, the campaign library, the
+#: one-question studies.
+FLOORS = ("qmp_wrappers", "qmp_harness", "cleanrl_qmp", "qmp_experiments", "qmp_studies")
 ABOVE = {
-    "qmp_envs": ("cleanrl_qmp", "qmp_experiments", "qmp_studies"),
-    "qmp_wrappers": ("cleanrl_qmp", "qmp_experiments", "qmp_studies"),
-    "cleanrl_qmp": ("qmp_experiments", "qmp_studies"),
-    "qmp_experiments": ("qmp_studies",),
+    "qmp_envs": FLOORS[1:],
+    **{package: FLOORS[floor + 1 :] for floor, package in enumerate(FLOORS[:-1])},
 }
 
 

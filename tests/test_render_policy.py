@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cleanrl_qmp.checkpoints import load_newest_checkpoint
+from qmp_harness.checkpoints import load_newest_checkpoint
 from qmp_studies.render_policy import actor_of, shrink
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from cleanrl_qmp import ctpg_sac, dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
-from cleanrl_qmp.checkpoints import load_checkpoint
-from cleanrl_qmp.run_logging import cpu_model
 from qmp_experiments.plot import plot_runs
+from qmp_harness.checkpoints import load_checkpoint
+from qmp_harness.run_logging import cpu_model
 from qmp_wrappers.vector import QMPBehaviorWrapper as QMPVectorBehaviorWrapper
 
 SCRIPTS = {
@@ -190,7 +190,7 @@ def test_dnc_pairwise_kl():
 
 
 def test_selection_over_time_uses_the_steps_every_seed_logged(tmp_path, monkeypatch):
-    import cleanrl_qmp.run_plots as plot_module
+    import qmp_harness.run_plots as plot_module
 
     names = ["a", "b", "helper"]  # 2 tasks, 3 candidates (a fixed helper policy)
 

@@ -67,8 +67,8 @@ def constructions(monkeypatch):
 
 
 def test_reading_facts_builds_no_env(constructions):
-    from cleanrl_qmp.config import registered_qmp_ids
-    from cleanrl_qmp.tasks import TaskSpec
+    from qmp_harness.config import registered_qmp_ids
+    from qmp_harness.tasks import TaskSpec
 
     assert "qmp/KitchenMTEasy-v0" in registered_qmp_ids()
     envs = gym.make_vec("qmp/MazeLarge10-v0")
@@ -110,6 +110,6 @@ def test_facts_pickle_by_reference_and_by_value():
 
 def test_every_suite_has_a_training_preset():
     """Presets (training hyperparameters) live with the scripts, keyed by the same ids."""
-    from cleanrl_qmp.config import PRESETS
+    from qmp_harness.config import PRESETS
 
     assert set(PRESETS) == set(qmp_envs.SUITES)

@@ -12,7 +12,6 @@ import textwrap
 import pytest
 import torch
 
-from cleanrl_qmp.checkpoints import newest_readable_checkpoint
 from conftest import (
     metrics_rows,
     run_sweep,
@@ -23,6 +22,7 @@ from conftest import (
 )
 from qmp_experiments import sweep
 from qmp_experiments.campaign import bundled_campaigns, load_campaign
+from qmp_harness.checkpoints import newest_readable_checkpoint
 
 RUNS = [f"{m}/seed_{s}" for s in (1, 2) for m in ("with_qmp", "without_qmp")]
 
@@ -141,7 +141,7 @@ def test_each_run_gets_the_asked_thread_count(tmp_path):
 
 def test_a_campaign_can_pin_its_runs_float_profile(tmp_path):
     """pin_float_profile = true gives every training process the pinned code-path settings."""
-    from cleanrl_qmp.float_profile import PINNED_ENVIRONMENT
+    from qmp_harness.float_profile import PINNED_ENVIRONMENT
 
     path = write_campaign(tmp_path)
     assert load_campaign(path).pin_float_profile is False
@@ -222,7 +222,7 @@ def test_a_kill_during_metrics_writes_leaves_a_whole_file(tmp_path):
     writer = textwrap.dedent(
         f"""
         from pathlib import Path
-        from cleanrl_qmp.run_logging import RunLogger
+        from qmp_harness.run_logging import RunLogger
         class Args: pass
         logger = RunLogger.__new__(RunLogger)
         logger.run_dir = Path({str(tmp_path)!r})

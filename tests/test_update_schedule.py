@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cleanrl_qmp.config import PRESETS
 from cleanrl_qmp.networks import MultiHeadTwinCritic, TwinCritic
+from qmp_harness.config import PRESETS
 from qmp_wrappers import MultiTaskReplayBuffer, QMPReplayBuffer
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cleanrl_qmp.run_files import (  # noqa: E402
+from qmp_harness.run_files import (  # noqa: E402
     atomic_write_text,
     commit_temporary,
     temporary_path,

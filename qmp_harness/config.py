@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from cleanrl_qmp.run_files import RunFolderLock
+    from qmp_harness.run_files import RunFolderLock
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class BaseArgs:
     wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
 
-    # Algorithm; None takes the environment's preset (cleanrl_qmp.config.PRESETS).
+    # Algorithm; None takes the environment's preset (qmp_harness.config.PRESETS).
     total_timesteps: int | None = None
     """total environment steps over all tasks"""
     batch_size: int | None = None
@@ -292,12 +292,12 @@ SEED_MAX = 2**32 - 1
 
 def base_problems(args: BaseArgs) -> list[str]:
     """What is wrong with the flags every script shares (after presets are filled in),
-    including a run too large for the machine's memory (:mod:`cleanrl_qmp.run_memory`)."""
+    including a run too large for the machine's memory (:mod:`qmp_harness.run_memory`)."""
     import math
 
-    from cleanrl_qmp.run_memory import memory_problems
     from qmp_envs import helper_policies
     from qmp_envs.suites import suite_facts
+    from qmp_harness.run_memory import memory_problems
 
     p: list[str] = []
     check(p, args.env_id in registered_qmp_ids(), "env_id", args.env_id,

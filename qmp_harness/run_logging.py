@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cleanrl_qmp.checkpoints import warn
-from cleanrl_qmp.float_profile import code_paths, cpu_features, package_versions
-from cleanrl_qmp.run_files import atomic_write_text
+from qmp_harness.checkpoints import warn
+from qmp_harness.float_profile import code_paths, cpu_features, package_versions
+from qmp_harness.run_files import atomic_write_text
 
 PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
 
@@ -200,7 +200,7 @@ def start_wandb(run_dir: Path, args: Any) -> None:
 
 def plot_demo(run_dir: Path) -> None:
     """The demo's pictures of its own run, written into the run folder."""
-    from cleanrl_qmp.run_plots import plot_run  # matplotlib only when a demo plots
+    from qmp_harness.run_plots import plot_run  # matplotlib only when a demo plots
 
     for path in plot_run(run_dir, run_dir):
         print(f"plot: {path}")

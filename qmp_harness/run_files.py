@@ -181,7 +181,7 @@ class RunFolderLock:
     >>> RunFolderLock(folder).acquire()
     Traceback (most recent call last):
     ...
-    cleanrl_qmp.run_files.RunFolderBusy: run folder ... is in use by another process (pid ...)
+    qmp_harness.run_files.RunFolderBusy: run folder ... is in use by another process (pid ...)
     >>> first.release(); RunFolderLock(folder).acquire().release()
     """
 

@@ -34,7 +34,9 @@ import torch
 from tqdm import tqdm
 
 import qmp_envs
-from cleanrl_qmp.checkpoints import (
+from qmp_envs import helper_policies
+from qmp_envs.suites import suite_facts
+from qmp_harness.checkpoints import (
     CheckpointLoadError,
     CheckpointWriteError,
     UnsafeCheckpointError,
@@ -46,7 +48,7 @@ from cleanrl_qmp.checkpoints import (
     set_rng_state,
     warn,
 )
-from cleanrl_qmp.config import (
+from qmp_harness.config import (
     DEMO,
     RESUMABLE_FLAGS,
     BaseArgs,
@@ -58,7 +60,7 @@ from cleanrl_qmp.config import (
     resumed_configuration,
     script_name,
 )
-from cleanrl_qmp.run_files import (
+from qmp_harness.run_files import (
     EXIT_RUN_FOLDER_BUSY,
     EXIT_WRITE_FAILED,
     RunFolderBusy,
@@ -70,10 +72,8 @@ from cleanrl_qmp.run_files import (
     move_run_aside,
     remove_stale_temporaries,
 )
-from cleanrl_qmp.run_logging import RunLogger, start_wandb
-from cleanrl_qmp.tasks import TaskSpec
-from qmp_envs import helper_policies
-from qmp_envs.suites import suite_facts
+from qmp_harness.run_logging import RunLogger, start_wandb
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers import MultiTaskReplayBuffer
 
 # The counters a checkpoint carries besides the script's objects.
@@ -491,7 +491,7 @@ class TrainingRun(Generic[ArgsT]):
         with the run's counters, configuration and RNG states; keep the newest K.
 
         A write that fails (a full disk, a file-size limit) stops the run with exit status
-        ``EXIT_WRITE_FAILED`` (:mod:`cleanrl_qmp.run_files`) and a message naming the file
+        ``EXIT_WRITE_FAILED`` (:mod:`qmp_harness.run_files`) and a message naming the file
         and the cause; the previous checkpoints are kept, so the run resumes from the last
         one once there is room."""
         if self._logger is None and self.checkpoint is None:

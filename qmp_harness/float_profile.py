@@ -20,7 +20,7 @@ AVX-512 ones) take the code paths an AVX2-only processor takes.
 
 Pinning is opt-in for training runs (it would change their numerics on AVX-512 machines, and
 its speed cost is measured by ``benchmarks/float_profile_speed.py``); the golden-run test always
-pins. ``python -m cleanrl_qmp.float_profile`` prints this process's profile as JSON;
+pins. ``python -m qmp_harness.float_profile`` prints this process's profile as JSON;
 ``--exports`` prints the shell lines that pin it.
 
 >>> sorted(PINNED_ENVIRONMENT)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanrl_qmp.run_files import commit_temporary, temporary_path, write_failure
+from qmp_harness.run_files import commit_temporary, temporary_path, write_failure
 
 CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
 CORRUPT_SUFFIX = ".corrupt"
@@ -179,11 +179,32 @@ ALLOWED_GLOBALS = frozenset(
 # Modules whose classes a checkpoint may hold: our own packages, env state (Gymnasium's spaces,
 # vector envs and wrappers, Meta-World's envs), numpy's dtypes and bit generators, torch dtypes.
 ALLOWED_CLASS_MODULES = (
-    "qmp_envs", "qmp_wrappers", "cleanrl_qmp",
+    "qmp_envs", "qmp_wrappers", "qmp_harness", "cleanrl_qmp",
     "gymnasium.spaces", "gymnasium.vector", "gymnasium.wrappers", "gymnasium.envs.registration",
     "gymnasium.envs.mujoco", "gymnasium.utils.ezpickle", "metaworld.envs",
     "numpy.dtypes", "numpy.random",
 )  # fmt: skip
+
+
+#: Modules that moved, by the name a checkpoint written before the move stores -> where they live
+#: now: the run harness left the scripts' package ``cleanrl_qmp`` for ``qmp_harness``, and a
+#: checkpoint written by the older layout names its classes under the old path.
+MOVED_MODULES = {
+    f"cleanrl_qmp.{name}": f"qmp_harness.{name}"
+    for name in (
+        "config", "harness", "checkpoints", "run_files", "run_logging", "run_memory",
+        "run_plots", "float_profile", "tasks",
+    )
+}  # fmt: skip
+
+
+def current_module(module: str) -> str:
+    """Where a module a checkpoint names lives today (:data:`MOVED_MODULES`).
+
+    >>> current_module("cleanrl_qmp.tasks"), current_module("cleanrl_qmp.networks")
+    ('qmp_harness.tasks', 'cleanrl_qmp.networks')
+    """
+    return MOVED_MODULES.get(module, module)
 
 
 def _in_modules(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -194,9 +215,11 @@ class _CheckpointUnpickler(pickle.Unpickler):
     """Resolves only the globals a checkpoint really holds (:data:`ALLOWED_GLOBALS`, classes of
     :data:`ALLOWED_CLASS_MODULES`, torch's dtypes), so a crafted file cannot name ``os.system``
     or ``builtins.eval``; loads objects of classes a training script defined as ``__main__``
-    (older checkpoints stored the script's ``Args``) as plain attribute holders."""
+    (older checkpoints stored the script's ``Args``) as plain attribute holders, and classes of
+    a module that moved (:data:`MOVED_MODULES`) from where they live now."""
 
     def find_class(self, module: str, name: str):
+        module = current_module(module)  # a checkpoint written before the harness moved
         if module == "__main__" and name.endswith("Args"):
             found = getattr(sys.modules["__main__"], name, None)
             if isinstance(found, type):
@@ -219,7 +242,7 @@ class _CheckpointUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(
             f"refusing {module}.{name}: a checkpoint holds only arrays, tensors, Gymnasium/"
             "MuJoCo/Meta-World env state and this toolkit's classes (see "
-            "cleanrl_qmp.checkpoints.ALLOWED_GLOBALS)"
+            "qmp_harness.checkpoints.ALLOWED_GLOBALS)"
         )
 
 
