@@ -4,7 +4,7 @@
     python -m qmp_experiments.sweep reacher --ray-address auto            # the cluster joined
     python -m qmp_experiments.sweep my_grid.toml --ray-address 10.0.0.5:6379
     python -m qmp_experiments.sweep reacher --seeds 1 2 --methods no_sharing_qmp
-    python -m qmp_experiments.sweep reacher --report-only
+    python -m qmp_experiments.sweep reacher --report-only   # tables, plots, results/INDEX.md
 
 A campaign (``qmp_experiments.campaign``) is a grid of env x method x seed in a TOML file; both
 backends read the same file and run the same command per run, so their outputs are identical.
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmp_experiments.campaign import Campaign, Run, load_campaign
+from qmp_experiments.results_index import write_results_index
 from qmp_harness.checkpoints import newest_readable_checkpoint
 from qmp_harness.float_profile import PINNED_ENVIRONMENT
 from qmp_harness.run_files import (
@@ -619,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             outcomes = run_local(campaign, todo, args.root, args.jobs, args.threads_per_run)
     report_campaign(campaign, args.root)
+    report(f"wrote {write_results_index(args.root, campaign)}")
     unfinished = [o.folder for o in outcomes if o.status in ("failed", "busy")]
     if unfinished:
         sys.exit(f"runs not finished: {', '.join(unfinished)}")

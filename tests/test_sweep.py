@@ -159,6 +159,30 @@ def test_a_campaign_can_pin_its_runs_float_profile(tmp_path):
         load_campaign(path)
 
 
+def test_report_only_writes_the_results_index(tmp_path, capsys):
+    """results/INDEX.md: per campaign file its run folders, the commit(s) each ran at (from its
+    provenance) and the command that makes it; folders no campaign names listed apart."""
+    campaign = write_campaign(tmp_path)
+    root = tmp_path / "results"
+    run_dir = root / "tiny" / "with_qmp" / "seed_1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("global_step\n300\n")
+    segments = [("a" * 40, False), ("b" * 40, True), ("b" * 40, True)]  # resumed twice
+    (run_dir / "provenance.jsonl").write_text(
+        "".join(json.dumps({"git_commit": c, "uncommitted_changes": d}) + "\n" for c, d in segments)
+    )
+    (root / "kept_from_before").mkdir()
+    sweep.main([str(campaign), "--root", str(root), "--report-only"])
+    index = (root / "INDEX.md").read_text()
+    assert "## `tiny`" in index and "1 of 4 runs have files" in index
+    row = next(line for line in index.splitlines() if "`tiny/with_qmp/seed_1`" in line)
+    assert "`aaaaaaaaaaaa`, `bbbbbbbbbbbb+` |" in row
+    assert "`python cleanrl_qmp/sac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1" in row
+    assert f"--run-dir {run_dir}" in row and "seed_2" not in index
+    assert index.endswith("## Folders no campaign file names\n\n- `kept_from_before/`\n")
+    assert "## `reacher`" not in index  # a bundled campaign without a folder is not listed
+
+
 # -- nothing lost, nothing run twice ---------------------------------------------------------
 def test_two_drivers_at_once_never_run_a_run_twice(reference_campaign, tmp_path):
     _, reference = reference_campaign
