@@ -13,10 +13,10 @@ instruction set they find at run time:
   ``NPY_DISABLE_CPU_FEATURES`` switches the AVX-512 ones off.
 
 MuJoCo has no run-time dispatch (its wheel is compiled for one instruction set). Measured on an
-AVX2 machine (``tests/golden``): capping ATen at ``default`` or setting ``MKL_CBWR=COMPATIBLE``
-changes a golden run's floats, while ``avx2``/``AVX2`` give the same bytes as no setting at all.
-So :data:`PINNED_ENVIRONMENT` makes every x86-64-v3 processor (AVX2 + FMA, which includes the
-AVX-512 ones) take the code paths an AVX2-only processor takes.
+AVX2 machine (``tests/scripts/golden``): capping ATen at ``default`` or setting
+``MKL_CBWR=COMPATIBLE`` changes a golden run's floats, while ``avx2``/``AVX2`` give the same
+bytes as no setting at all. So :data:`PINNED_ENVIRONMENT` makes every x86-64-v3 processor
+(AVX2 + FMA, which includes the AVX-512 ones) take the code paths an AVX2-only processor takes.
 
 Pinning is opt-in for training runs (it would change their numerics on AVX-512 machines, and
 its speed cost is measured by ``benchmarks/float_profile_speed.py``); the golden-run test always

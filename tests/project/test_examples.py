@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # The CleanRL recipe (docs): its hunks port CleanRL's published SAC script to QMP.
 RECIPES = EXAMPLES.parent / "docs" / "wrapper" / "recipes.md"
 

@@ -17,7 +17,7 @@ from qmp_envs.maze import MAZE_TASKS
 from qmp_envs.multitask import MultiTaskEnv
 from qmp_wrappers.pettingzoo_env import MultiTaskParallelEnv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("env_id", sorted(qmp_envs.SUITES))

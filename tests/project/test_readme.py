@@ -4,7 +4,7 @@ committed file, and every result lives on the docs' result pages, included, neve
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 # The README's one result: this figure and the table the same command wrote.
@@ -14,7 +14,9 @@ FRONT_FIGURE = "results/reacher/comparison.png"
 
 def test_readme_usage_example_runs(capsys):
     text = README.read_text()
-    block = re.search(r"tests/test_readme.py runs this block -->\n```python\n(.*?)```", text, re.S)
+    block = re.search(
+        r"tests/project/test_readme.py runs this block -->\n```python\n(.*?)```", text, re.S
+    )
     assert block, "the README's usage block is missing"
     assert len(block.group(1).strip().splitlines()) <= 22
     namespace: dict = {}

@@ -134,7 +134,7 @@ def test_a_method_added_later_does_not_shrink_the_comparison(reference_campaign,
     assert all(" | 1 | " in row for row in partial[2:])
 
 
-SHARED_CURVES = Path(__file__).resolve().parents[2] / "shared" / "spec" / "paper-curves.json"
+SHARED_CURVES = Path(__file__).resolve().parents[3] / "shared" / "spec" / "paper-curves.json"
 
 
 @pytest.mark.skipif(not SHARED_CURVES.is_file(), reason="needs ../shared/spec/paper-curves.json")

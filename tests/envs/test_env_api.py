@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import qmp_envs
 
-# Meta-World ids have their own tests (tests/test_metaworld.py): building MT50 takes minutes.
+# Meta-World ids have their own tests (tests/envs/test_metaworld.py): building MT50 takes minutes.
 ENV_IDS = sorted(i for i in qmp_envs.SUITES if "MetaWorld" not in i)
 MUJOCO_IDS = [i for i in ENV_IDS if not i.startswith("qmp/PointReach")]
 

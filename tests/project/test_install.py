@@ -28,7 +28,7 @@ def test_the_test_environment_has_the_pinned_versions():
     from importlib.metadata import version
     from pathlib import Path
 
-    lock = Path(__file__).resolve().parents[1] / "requirements.lock"
+    lock = Path(__file__).resolve().parents[2] / "requirements.lock"
     pins = dict(
         line.strip().lower().split("==") for line in lock.read_text().splitlines() if "==" in line
     )

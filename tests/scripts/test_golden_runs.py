@@ -3,7 +3,7 @@
 Restructuring the scripts must not change what a seeded run computes, or the committed results
 under ``results/`` would no longer describe the code. Each case runs a script from the command
 line (as the results driver does, one torch thread) and compares its ``metrics.csv`` (every
-column but wall time) and ``selection.jsonl`` with the files in ``tests/golden/``.
+column but wall time) and ``selection.jsonl`` with the files in ``tests/scripts/golden/``.
 
 Floats depend on the kernels the libraries pick for the processor's instruction set, not on the
 processor's name. So every case runs with :func:`qmp_harness.float_profile.pinned_environment`
@@ -11,14 +11,14 @@ processor's name. So every case runs with :func:`qmp_harness.float_profile.pinne
 makes any x86-64-v3 processor take an AVX2 processor's code paths, and the guard compares:
 
 - byte for byte where the run's float profile (code paths and instruction-set features) is the
-  one recorded in ``tests/golden/profile.json``;
+  one recorded in ``tests/scripts/golden/profile.json``;
 - elsewhere (another feature set, other library versions, a processor that cannot be pinned):
   byte for byte if the bytes agree, else every integer exactly and every float to a relative
   1e-6, with a warning that names what differs. It never skips.
 
 To record anew, deliberately (say why in the commit):
 
-    QMP_RECORD_GOLDEN=1 python -m pytest tests/test_golden_runs.py
+    QMP_RECORD_GOLDEN=1 python -m pytest tests/scripts/test_golden_runs.py
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import pytest
 
 from qmp_harness.float_profile import pinned_environment
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PROFILE_FILE = GOLDEN / "profile.json"
 RECORD = os.environ.get("QMP_RECORD_GOLDEN") == "1"
@@ -191,8 +191,8 @@ def check_against_golden(name: str, outputs: dict[str, str], profile: dict) -> s
         mode = "tolerance"
     if mode == "tolerance":
         warnings.warn(
-            f"{name}: floats agree with tests/golden only to a relative {FLOAT_RTOL} (integers "
-            f"exactly), because the float profile differs: {'; '.join(differences)}",
+            f"{name}: floats agree with tests/scripts/golden only to a relative {FLOAT_RTOL} "
+            f"(integers exactly), because the float profile differs: {'; '.join(differences)}",
             stacklevel=2,
         )
     return mode

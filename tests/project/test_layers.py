@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: package -> the packages above it, which none of its modules may import. From the ground up:
 #: the envs and the wrapper, the run harness, the training scripts, the campaign library, the

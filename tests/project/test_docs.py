@@ -11,7 +11,7 @@ import pytest
 
 import qmp_envs
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 sys.path[:0] = [str(DOCS), str(DOCS / "_ext")]
 
 import qmp_docs  # noqa: E402
