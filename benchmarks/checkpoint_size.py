@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from cleanrl_qmp import sac_qmp
-from cleanrl_qmp.config import PRESETS
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC
-from cleanrl_qmp.tasks import TaskSpec
+from qmp_harness.config import PRESETS
+from qmp_harness.harness import TrainingRun
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers import QMPReplayBuffer
 from qmp_wrappers.vector import QMPBehaviorWrapper
 

@@ -1,5 +1,5 @@
 """What pinning the float profile costs: ``sac_qmp.py --qmp`` steps/s with and without
-:data:`cleanrl_qmp.float_profile.PINNED_ENVIRONMENT`, measured side by side in one run.
+:data:`qmp_harness.float_profile.PINNED_ENVIRONMENT`, measured side by side in one run.
 
 Each setting runs as its own process (the settings are read when torch, MKL and NumPy load),
 one torch thread, alternating ``--repeats`` times so drift on a shared machine hits both alike.
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cleanrl_qmp.float_profile import cpu_features, pinned_environment
+from qmp_harness.float_profile import cpu_features, pinned_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,7 @@ print(time.perf_counter() - start)
 
 LOAD = """
 import time
-from cleanrl_qmp.checkpoints import load_checkpoint
+from qmp_harness.checkpoints import load_checkpoint
 start = time.perf_counter()
 load_checkpoint({path!r})
 print(time.perf_counter() - start)

@@ -33,10 +33,10 @@ import torch
 
 import qmp_envs  # noqa: F401
 from cleanrl_qmp import sac_qmp
-from cleanrl_qmp.config import PRESETS
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import EnsembleMLP
-from cleanrl_qmp.tasks import TaskSpec
+from qmp_harness.config import PRESETS
+from qmp_harness.harness import TrainingRun
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers.switch import QSwitchState
 
 SUITES = [

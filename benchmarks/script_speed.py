@@ -29,8 +29,8 @@ from torch import nn
 
 import qmp_envs  # noqa: F401
 from cleanrl_qmp import sac_qmp
-from cleanrl_qmp.config import PRESETS
 from cleanrl_qmp.networks import LOG_STD_MAX, LOG_STD_MIN, soft_update, tanh_gaussian_sample
+from qmp_harness.config import PRESETS
 
 
 def run_sac_qmp(env_id: str, qmp: bool, learning_starts: int, steps: int, out: Path) -> float:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cleanrl_qmp.config import PRESETS
+from qmp_harness.config import PRESETS
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "cleanrl_qmp"
 # Timed env steps (over all tasks) per suite: a few hundred gradient steps at its update ratio.

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from qmp_experiments.local_cluster import LocalRayCluster
+from qmp_studies.local_cluster import LocalRayCluster
 
 CAMPAIGN = """
 env_ids = ["qmp/MultistageReacher-v0"]

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cleanrl_qmp.config import BaseArgs, check, parse_command_line
 from cleanrl_qmp.guidance import GuideAgent, GuideSegments, hindsight_choice
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
-from cleanrl_qmp.tasks import TaskSpec
+from qmp_harness.config import BaseArgs, check, parse_command_line
+from qmp_harness.harness import TrainingRun
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 

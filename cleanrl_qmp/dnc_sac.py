@@ -20,10 +20,10 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
-from cleanrl_qmp.config import BaseArgs, check, parse_command_line
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import EnsembleActor, PerTaskSAC, deterministic_policy, soft_update
-from cleanrl_qmp.tasks import TaskSpec
+from qmp_harness.config import BaseArgs, check, parse_command_line
+from qmp_harness.harness import TrainingRun
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 

@@ -62,7 +62,7 @@ class GuideAgent:
         value_samples: int,
         device: torch.device,
     ) -> GuideAgent:
-        """``tasks`` a :class:`cleanrl_qmp.tasks.TaskSpec`, ``control`` the
+        """``tasks`` a :class:`qmp_harness.tasks.TaskSpec`, ``control`` the
         :class:`cleanrl_qmp.networks.PerTaskSAC` whose policies the guide chooses among."""
         n = tasks.num_tasks
         features = control.actor.features

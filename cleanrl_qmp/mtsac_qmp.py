@@ -29,8 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cleanrl_qmp.config import BaseArgs, parse_command_line
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import (
     MultiHeadActor,
     MultiHeadTwinCritic,
@@ -39,7 +37,9 @@ from cleanrl_qmp.networks import (
     soft_update,
     task_ids_of,
 )
-from cleanrl_qmp.tasks import TaskSpec
+from qmp_harness.config import BaseArgs, parse_command_line
+from qmp_harness.harness import TrainingRun
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers import QMPReplayBuffer
 from qmp_wrappers.vector import QMPBehaviorWrapper
 

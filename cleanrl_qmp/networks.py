@@ -437,7 +437,7 @@ class PerTaskSAC:
         device: torch.device,
         init: str = "torch",
     ) -> PerTaskSAC:
-        """``tasks`` is a :class:`cleanrl_qmp.harness.TaskSpec`; ``init`` one of :data:`INITS`."""
+        """``tasks`` is a :class:`qmp_harness.tasks.TaskSpec`; ``init`` one of :data:`INITS`."""
         n = tasks.num_tasks
         features = TaskFeatures(tasks.feature_dim, tasks.feature_mask)
         actor = EnsembleActor(n, features, tasks.action_dim, hidden, init).to(device)

@@ -5,7 +5,7 @@ The N per-task networks are one batched ensemble, so acting and updating all tas
 batched calls. Behaviour sharing comes only from ``QMPBehaviorWrapper``; ``--no-qmp`` runs the
 same code with the mixture disabled, so "SAC" and "SAC + QMP" share every hyperparameter.
 Everything that is not the algorithm (run folder, env + wrapper, evaluation, checkpoints) is
-``cleanrl_qmp.harness.TrainingRun``.
+``qmp_harness.harness.TrainingRun``.
 
     python cleanrl_qmp/sac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1
     python cleanrl_qmp/sac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1 --no-qmp
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cleanrl_qmp.config import BaseArgs, parse_command_line
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
-from cleanrl_qmp.run_logging import plot_demo
-from cleanrl_qmp.tasks import TaskSpec
+from qmp_harness.config import BaseArgs, parse_command_line
+from qmp_harness.harness import TrainingRun
+from qmp_harness.run_logging import plot_demo
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
-from cleanrl_qmp.config import BaseArgs, check, parse_command_line, registered_qmp_ids
-from cleanrl_qmp.harness import TrainingRun
 from cleanrl_qmp.networks import PerTaskSAC, deterministic_policy, soft_update
-from cleanrl_qmp.tasks import TaskSpec
 from qmp_envs.suites import suite_facts
+from qmp_harness.config import BaseArgs, check, parse_command_line, registered_qmp_ids
+from qmp_harness.harness import TrainingRun
+from qmp_harness.tasks import TaskSpec
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 

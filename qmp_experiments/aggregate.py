@@ -20,19 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanrl_qmp.run_files import atomic_write_text
-from qmp_experiments.plot import (
-    RunDataError,
-    distinguish_configurations,
-    load_run,
-    read_metrics,
-)
+from qmp_experiments.plot import distinguish_configurations
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
+from qmp_harness.run_files import atomic_write_text
+from qmp_harness.run_plots import RunDataError, load_run, read_metrics
 
 
 def task_columns(run_dir: Path, prefix: str = "eval/") -> tuple[list[str], np.ndarray]:
     """Per-task success columns of a run's metrics.csv: names and a (evals, tasks) array
-    (:class:`~qmp_experiments.plot.RunDataError` naming the file when it is damaged).
+    (:class:`~qmp_harness.run_plots.RunDataError` naming the file when it is damaged).
 
     ``prefix``: ``"eval/"`` (each task's own policy) or ``"eval_mixture/"`` (the deterministic
     Q-switch mixture that QMP runs also evaluate; no columns, so an empty table, elsewhere)."""

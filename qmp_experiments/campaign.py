@@ -19,7 +19,7 @@ the path of their own file. A minimal file::
     "--batch-size" = ["32", "64"]
 
 A top-level ``pin_float_profile = true`` (optional, default false) runs every training process
-with :data:`cleanrl_qmp.float_profile.PINNED_ENVIRONMENT`, so an AVX-512 processor computes the
+with :data:`qmp_harness.float_profile.PINNED_ENVIRONMENT`, so an AVX-512 processor computes the
 floats an AVX2 one does: a campaign continued on another x86 machine stays bit-comparable.
 
 Run folders are ``<root>/<campaign>/<method>/seed_<k>`` (with an ``<env>/`` level when the
@@ -45,7 +45,7 @@ from pathlib import Path
 import tomllib
 
 import cleanrl_qmp
-from cleanrl_qmp.config import BaseArgs, registered_qmp_ids
+from qmp_harness.config import BaseArgs, registered_qmp_ids
 
 SCRIPTS_DIR = Path(cleanrl_qmp.__file__).resolve().parent
 BUNDLED_DIR = Path(__file__).resolve().parent / "campaigns"

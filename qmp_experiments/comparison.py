@@ -29,11 +29,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cleanrl_qmp.run_files import atomic_write_text  # noqa: E402
 from qmp_experiments.aggregate import markdown_table, mean_over_tasks_iqm, task_columns  # noqa: E402
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
-from qmp_experiments.plot import group_curves, load_run, save_figure  # noqa: E402
+from qmp_experiments.plot import group_curves  # noqa: E402
 from qmp_experiments.stats import stratified_bootstrap_ci  # noqa: E402
+from qmp_harness.run_files import atomic_write_text  # noqa: E402
+from qmp_harness.run_plots import load_run, save_figure  # noqa: E402
 
 #: How the methods of our campaigns are called in the paper.
 DISPLAY_NAMES = {

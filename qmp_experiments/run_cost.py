@@ -23,8 +23,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanrl_qmp.run_files import atomic_write_text
 from qmp_experiments.aggregate import markdown_table
+from qmp_harness.run_files import atomic_write_text
 
 EVENT_PREFIX = "events.out.tfevents."
 

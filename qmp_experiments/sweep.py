@@ -1,10 +1,10 @@
 """Run (and resume) a campaign of training runs, locally or on a Ray cluster, then report.
 
-    python -m qmp_experiments.sweep reacher --jobs 2 --readme README.md   # local process pool
+    python -m qmp_experiments.sweep reacher --jobs 2                      # local process pool
     python -m qmp_experiments.sweep reacher --ray-address auto            # the cluster joined
     python -m qmp_experiments.sweep my_grid.toml --ray-address 10.0.0.5:6379
     python -m qmp_experiments.sweep reacher --seeds 1 2 --methods no_sharing_qmp
-    python -m qmp_experiments.sweep reacher --report-only --readme README.md
+    python -m qmp_experiments.sweep reacher --report-only   # tables, plots, results/INDEX.md
 
 A campaign (``qmp_experiments.campaign``) is a grid of env x method x seed in a TOML file; both
 backends read the same file and run the same command per run, so their outputs are identical.
@@ -42,9 +42,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanrl_qmp.checkpoints import newest_readable_checkpoint
-from cleanrl_qmp.float_profile import PINNED_ENVIRONMENT
-from cleanrl_qmp.run_files import (
+from qmp_experiments.campaign import Campaign, Run, load_campaign
+from qmp_experiments.results_index import write_results_index
+from qmp_harness.checkpoints import newest_readable_checkpoint
+from qmp_harness.float_profile import PINNED_ENVIRONMENT
+from qmp_harness.run_files import (
     EXIT_RUN_FOLDER_BUSY,
     EXIT_WRITE_FAILED,
     RunFolderBusy,
@@ -53,7 +55,6 @@ from cleanrl_qmp.run_files import (
     entries_not_files,
     files_of_a_run,
 )
-from qmp_experiments.campaign import Campaign, Run, load_campaign
 
 PR_SET_PDEATHSIG = 1
 
@@ -509,7 +510,8 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
     runs (a run still in progress would cut every curve of its method to its length). A run
     whose files are damaged is named, with the file, and left out."""
     from qmp_experiments.aggregate import summarize, task_columns, write_outputs
-    from qmp_experiments.plot import RunDataError, load_run, plot_runs
+    from qmp_experiments.plot import plot_runs
+    from qmp_harness.run_plots import RunDataError, load_run
 
     out = root / campaign.name
     run_dirs, unfinished = [], 0
@@ -541,8 +543,6 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from qmp_experiments.readme import refresh_readme_copies
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("campaign", help="a bundled campaign (reacher, mt10) or a .toml file")
     parser.add_argument("--root", type=Path, default=Path("results"), help="results folder")
@@ -551,7 +551,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the campaign's seeds")
     parser.add_argument("--methods", nargs="+", help="only these of the campaign's methods")
     parser.add_argument("--report-only", action="store_true", help="skip training")
-    parser.add_argument("--readme", type=Path, help="refresh this README's copied tables")
     ray_group = parser.add_argument_group("Ray")
     ray_group.add_argument(
         "--ray-address", help="run on this Ray cluster (host:port, or auto for the one joined)"
@@ -621,9 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             outcomes = run_local(campaign, todo, args.root, args.jobs, args.threads_per_run)
     report_campaign(campaign, args.root)
-    if args.readme is not None:
-        for path in refresh_readme_copies(args.readme):
-            report(f"{args.readme}: refreshed the copy of {path}")
+    report(f"wrote {write_results_index(args.root, campaign)}")
     unfinished = [o.folder for o in outcomes if o.status in ("failed", "busy")]
     if unfinished:
         sys.exit(f"runs not finished: {', '.join(unfinished)}")

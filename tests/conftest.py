@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qmp_experiments.local_cluster import processes_matching as training_processes  # noqa: F401
-from qmp_experiments.local_cluster import wait_for  # noqa: F401
+from qmp_studies.local_cluster import processes_matching as training_processes  # noqa: F401
+from qmp_studies.local_cluster import wait_for  # noqa: F401
 
 TINY_CAMPAIGN = """
 env_ids = ["qmp/MultistageReacher-v0"]

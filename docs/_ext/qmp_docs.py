@@ -8,7 +8,7 @@
 - ``script-flags MODULE``: a training script's flags (name, type, default, help) read from its
   ``Args`` dataclass and the attribute docstrings tyro also reads; ``:shared:`` lists the flags
   every script has (``BaseArgs``), the default lists the script's own.
-- ``presets``: the paper's hyperparameters per environment (``cleanrl_qmp.config.PRESETS``).
+- ``presets``: the paper's hyperparameters per environment (``qmp_harness.config.PRESETS``).
 - ``campaign-files FOLDER``: every table and figure of a ``results/`` folder that the page does
   not already show, included from the files (collapsed).
 """
@@ -212,8 +212,8 @@ def defining_class(cls: type, name: str) -> type:
 
 @functools.cache
 def preset_fields() -> frozenset[str]:
-    """Flags whose ``None`` default means "the env's preset" (``cleanrl_qmp.config.Preset``)."""
-    from cleanrl_qmp.config import Preset
+    """Flags whose ``None`` default means "the env's preset" (``qmp_harness.config.Preset``)."""
+    from qmp_harness.config import Preset
 
     return frozenset(f.name for f in fields(Preset))
 
@@ -225,7 +225,7 @@ class ScriptFlags(SphinxDirective):
     option_spec = {"shared": directives.flag}
 
     def run(self) -> list[nodes.Node]:
-        from cleanrl_qmp.config import BaseArgs
+        from qmp_harness.config import BaseArgs
 
         try:
             module = importlib.import_module(self.arguments[0])
@@ -247,10 +247,10 @@ class ScriptFlags(SphinxDirective):
 
 
 class Presets(SphinxDirective):
-    """The per-environment preset of every flag left unset (``cleanrl_qmp.config.PRESETS``)."""
+    """The per-environment preset of every flag left unset (``qmp_harness.config.PRESETS``)."""
 
     def run(self) -> list[nodes.Node]:
-        from cleanrl_qmp.config import PRESETS, Preset
+        from qmp_harness.config import PRESETS, Preset
 
         names = [f.name for f in fields(Preset)]
         rows = [
