@@ -159,9 +159,12 @@ def test_a_fresh_run_in_a_used_folder_is_refused_or_moves_the_old_run_aside(tmp_
     assert [int(r["global_step"]) for r in read_metrics(run_dir)] == [300]
 
 
-def test_uds_and_mtsac_specific_checks():
-    with pytest.raises(ValueError, match="at least two tasks"):
+def test_uds_and_mtsac_specific_checks(capsys):
+    # Refused with the flags, before anything is built or written (not a traceback from main).
+    with pytest.raises(SystemExit) as refused:
         uds_qmp.main(uds_qmp.Args(env_id="qmp/PointReach-v0", progress=False))
+    assert refused.value.code == 2
+    assert "data sharing needs at least two" in capsys.readouterr().err
     relabelled = uds_qmp.relabel_as_own_task(torch.zeros(3, 2, 5), 3)
     assert relabelled[:, :, -3].tolist() == [[1, 1], [0, 0], [0, 0]]
     assert relabelled[2, 1, -3:].tolist() == [0, 0, 1]
