@@ -25,7 +25,7 @@ import qmp_envs
 import qmp_wrappers
 import qmp_wrappers.vector
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 sys.path[:0] = [str(DOCS), str(DOCS / "_ext")]
 
 import qmp_docs  # noqa: E402

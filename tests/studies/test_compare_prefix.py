@@ -54,3 +54,27 @@ def test_different_evaluation_steps_are_an_error(tmp_path):
         compare_prefix.report(str(tmp_path / "short.toml"), str(tmp_path / "long.toml"), root, None)
     with pytest.raises(SystemExit, match="share no run"):
         compare_prefix.main([str(tmp_path / "short.toml"), str(tmp_path / "long.toml")])
+
+
+def test_columns_only_the_rerun_logs_are_counted_not_compared(tmp_path):
+    """A rerun that also evaluates something new (eval_mixture/) still reproduces the run if
+    every column of the committed run is the same; a committed column it lacks is a difference."""
+    (tmp_path / "short.toml").write_text(CAMPAIGN.format(steps=40))
+    (tmp_path / "long.toml").write_text(CAMPAIGN.format(steps=60))
+    root = tmp_path / "results"
+    write(root / "short/no_sharing/seed_1", ["20,1.0,0.1,-5.0", "40,2.0,0.2,-4.0"])
+    rerun = root / "long/no_sharing/seed_1"
+    rerun.mkdir(parents=True)
+    (rerun / "metrics.csv").write_text(
+        "global_step,time,eval/success_mean,eval/return_mean,eval_mixture/success_mean\n"
+        "20,3.0,0.1,-5.0,0.5\n40,4.0,0.2,-4.0,0.7\n"
+    )
+    write(root / "short/no_sharing/seed_2", ["20,1.0,0.1,-5.0"])
+    lacking = root / "long/no_sharing/seed_2"
+    lacking.mkdir(parents=True)
+    (lacking / "metrics.csv").write_text("global_step,time,eval/success_mean\n20,1.0,0.1\n")
+    _, (extra, missing) = compare_prefix.report(
+        str(tmp_path / "short.toml"), str(tmp_path / "long.toml"), root, None
+    )
+    assert extra.identical and extra.added_columns == 1
+    assert not missing.identical and missing.first_difference == 20
