@@ -69,6 +69,11 @@ def actor_from_checkpoint(checkpoint: dict) -> EnsembleActor:
             f"expected a checkpoint of {', '.join(PER_TASK_SCRIPTS)} (per-task networks), "
             f"got one of {checkpoint.get('script')}"
         )
+    return per_task_actor(checkpoint)
+
+
+def per_task_actor(checkpoint: dict) -> EnsembleActor:
+    """A checkpoint's ensemble actor rebuilt from its configuration (no check of its script)."""
     args = checkpoint["args"]
     facts = suite_facts(args["env_id"])
     features = TaskFeatures(facts.feature_dim, facts.agent_feature_mask)

@@ -28,6 +28,7 @@ from cleanrl_qmp.networks import (
 )
 from qmp_envs.suites import suite_facts
 from qmp_harness.checkpoints import load_newest_checkpoint
+from qmp_studies.qswitch_scores import per_task_actor
 
 PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py", "ctpg_sac.py")
 
@@ -35,17 +36,15 @@ PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py", "ctpg_sac.py")
 def actor_of(checkpoint: dict) -> EnsembleActor | MultiHeadActor:
     """The checkpoint's actor, rebuilt from the configuration the checkpoint records."""
     args, script = checkpoint["args"], checkpoint.get("script")
+    if script in PER_TASK_SCRIPTS:
+        return per_task_actor(checkpoint)
+    if script != "mtsac_qmp.py":
+        raise ValueError(f"cannot rebuild the actor of a {script!r} checkpoint")
     facts = suite_facts(args["env_id"])
     features = TaskFeatures(facts.feature_dim, facts.agent_feature_mask)
-    actor: EnsembleActor | MultiHeadActor
-    if script in PER_TASK_SCRIPTS:
-        actor = EnsembleActor(facts.num_tasks, features, facts.action_dim, args["hidden"])
-    elif script == "mtsac_qmp.py":
-        actor = MultiHeadActor(
-            features, facts.num_tasks, facts.action_dim, args["hidden"], args["fully_shared"]
-        )
-    else:
-        raise ValueError(f"cannot rebuild the actor of a {script!r} checkpoint")
+    actor = MultiHeadActor(
+        features, facts.num_tasks, facts.action_dim, args["hidden"], args["fully_shared"]
+    )
     actor.load_state_dict(checkpoint["actor"])
     return actor.eval()
 
