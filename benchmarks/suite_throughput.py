@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from qmp_envs.suites import suite_facts
 from qmp_harness.config import PRESETS
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "cleanrl_qmp"
@@ -70,6 +71,20 @@ def measure(
     return json.loads((run_dir / "timing.json").read_text())["sps_after_learning_starts"]
 
 
+def schedule(script: str, env_id: str) -> tuple[str, str]:
+    """The script's update schedule per vector step (one env step of every task), spec 10.1.
+
+    The per-task scripts make ``updates_per_step`` updates per vector step, each on ``batch``
+    rows of every task; Parameter-Sharing (``mtsac_qmp.py``) makes N times as many, each on ONE
+    minibatch of ``batch`` rows mixed across tasks (``TrainingRun.update_scale``).
+    """
+    preset = PRESETS[env_id]
+    if script == "mtsac_qmp.py":
+        tasks = suite_facts(env_id).num_tasks
+        return f"{preset.updates_per_step * tasks:.3g}", f"{preset.batch_size} mixed"
+    return f"{preset.updates_per_step:.3g}", f"{preset.batch_size} per task"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env-ids", nargs="+", default=list(TIMED_STEPS))
@@ -86,17 +101,17 @@ def main() -> None:
     print(f"script: {args.script}")
     folder = Path(tempfile.mkdtemp(prefix="suite_throughput_"))
     print(
-        "| env | updates/step | batch/task | env steps/s (1 thread) | paper budget "
+        "| env | updates per vector step | rows per update | env steps/s (1 thread) | paper budget "
         f"| hours per run | CPU-hours, {args.seeds} seeds |"
     )
     print("|---|---|---|---|---|---|---|")
     for env_id in args.env_ids:
-        preset = PRESETS[env_id]
+        updates, rows = schedule(args.script, env_id)
         steps = args.steps or TIMED_STEPS[env_id]
         sps = measure(env_id, args.warmup, steps, folder, args.script)
         hours = PAPER_STEPS[env_id] / sps / 3600
         print(
-            f"| `{env_id}` | {preset.updates_per_step:.3g} | {preset.batch_size} | {sps:.0f} "
+            f"| `{env_id}` | {updates} | {rows} | {sps:.0f} "
             f"| {PAPER_STEPS[env_id] / 1e6:g}M | {hours:,.0f} | {hours * args.seeds:,.0f} |",
             flush=True,
         )
