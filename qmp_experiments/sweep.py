@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import io
-import json
 import logging
 import os
 import re
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmp_experiments.campaign import Campaign, Run, load_campaign
+from qmp_experiments.progress import campaign_progress, progress_table
 from qmp_experiments.results_index import write_results_index
 from qmp_harness.checkpoints import newest_readable_checkpoint
 from qmp_harness.float_profile import PINNED_ENVIRONMENT
@@ -54,6 +54,8 @@ from qmp_harness.run_files import (
     atomic_write_text,
     entries_not_files,
     files_of_a_run,
+    finished_steps,
+    is_finished,
 )
 
 PR_SET_PDEATHSIG = 1
@@ -64,33 +66,6 @@ def report(message: str) -> None:
 
 
 # -- one run ---------------------------------------------------------------------------------
-def finished_steps(run_dir: Path, say=report) -> int | None:
-    """The env steps ``timing.json`` (written after the final evaluation and checkpoint) says
-    the run finished at; None when absent, or when it is not a file or holds no step count
-    (reported with its path: the run then counts as unfinished)."""
-    timing = run_dir / "timing.json"
-    if not os.path.lexists(timing):
-        return None
-    if not timing.is_file():
-        say(f"{timing} is not a file; the run counts as unfinished")
-        return None
-    try:
-        steps = json.loads(timing.read_text())["env_steps"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        say(f"{timing} is damaged ({type(error).__name__}); the run resumes")
-        return None
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        say(f"{timing} is damaged (env_steps {steps!r} is not a step count); the run resumes")
-        return None
-    return steps
-
-
-def is_finished(run_dir: Path, total_timesteps: int, say=report) -> bool:
-    """Finished when ``timing.json`` says the run reached ``total_timesteps``."""
-    steps = finished_steps(run_dir, say)
-    return steps is not None and steps >= total_timesteps
-
-
 class RunNotStartable(Exception):
     """A run folder the driver cannot continue nor start without losing something; the
     message says why and what to do."""
@@ -551,6 +526,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the campaign's seeds")
     parser.add_argument("--methods", nargs="+", help="only these of the campaign's methods")
     parser.add_argument("--report-only", action="store_true", help="skip training")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print where each run stands (state, step, last success, time left) and exit",
+    )
     ray_group = parser.add_argument_group("Ray")
     ray_group.add_argument(
         "--ray-address", help="run on this Ray cluster (host:port, or auto for the one joined)"
@@ -585,6 +565,13 @@ def main(argv: list[str] | None = None) -> None:
         runs = campaign.runs(args.seeds, args.methods)
     except ValueError as error:
         parser.error(str(error))
+    if args.status:  # reads the run folders, writes nothing: safe beside a running driver
+        print(
+            progress_table(
+                campaign, campaign_progress(campaign, args.root, args.seeds, args.methods)
+            )
+        )
+        return
 
     if args.ray_address and not args.report_only:
         problem = ray_address_problem(args.ray_address, min(args.ray_connect_timeout, 10.0))

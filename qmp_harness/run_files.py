@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -229,3 +231,30 @@ def folder_is_busy(run_dir: str | Path) -> bool:
     except RunFolderBusy:
         return True
     return False
+
+
+def finished_steps(run_dir: Path, say: Callable[[str], None] = print) -> int | None:
+    """The env steps ``timing.json`` (written after the final evaluation and checkpoint) says
+    the run finished at; None when absent, or when it is not a file or holds no step count
+    (reported with its path: the run then counts as unfinished)."""
+    timing = run_dir / "timing.json"
+    if not os.path.lexists(timing):
+        return None
+    if not timing.is_file():
+        say(f"{timing} is not a file; the run counts as unfinished")
+        return None
+    try:
+        steps = json.loads(timing.read_text())["env_steps"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        say(f"{timing} is damaged ({type(error).__name__}); the run resumes")
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        say(f"{timing} is damaged (env_steps {steps!r} is not a step count); the run resumes")
+        return None
+    return steps
+
+
+def is_finished(run_dir: Path, total_timesteps: int, say: Callable[[str], None] = print) -> bool:
+    """Finished when ``timing.json`` says the run reached ``total_timesteps``."""
+    steps = finished_steps(run_dir, say)
+    return steps is not None and steps >= total_timesteps
