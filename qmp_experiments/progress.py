@@ -13,7 +13,8 @@ filesystem too). A run is
 - ``not started``: no folder.
 
 The rate is the wall-clock env steps/s between the last two evaluations (evaluation included),
-and the time left is the rest of the budget at that rate, for running runs.
+once the process training now has written both, and the time left is the rest of the budget at
+that rate, for running runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmp_experiments.campaign import Campaign, Run, load_campaign
+from qmp_experiments.run_cost import segment_starts
 from qmp_harness.checkpoints import checkpoint_step, saved_checkpoints
 from qmp_harness.run_files import finished_steps, folder_is_busy
 
@@ -72,6 +74,26 @@ def number(row: dict[str, str], column: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def latest_rate(run_dir: Path, rows: list[dict[str, str]]) -> tuple[float | None, str]:
+    """Env steps/s between the last two evaluations, if the process training now (the newest
+    TensorBoard file's start) wrote both: across a resume the gap between sessions would count.
+    Returns the rate (None when unknown) and a note naming a file that could not be read."""
+    if len(rows) < 2:
+        return None, ""
+    try:
+        starts = segment_starts(run_dir)
+    except ValueError as error:
+        return None, str(error)
+    values = [number(row, column) for row in rows for column in ("global_step", "time")]
+    if any(value is None for value in values):
+        return None, ""
+    step0, time0, step1, time1 = (float(value or 0) for value in values)
+    if starts and time0 + 1.0 < starts[-1]:  # event-file names carry whole seconds
+        return None, ""
+    steps, seconds = step1 - step0, time1 - time0
+    return (steps / seconds if steps > 0 and seconds > 0 else None), ""
+
+
 def run_progress(run: Run, root: Path, total_timesteps: int) -> RunProgress:
     """Read one run's folder under ``root``."""
     run_dir = root / run.folder
@@ -86,11 +108,8 @@ def run_progress(run: Run, root: Path, total_timesteps: int) -> RunProgress:
         state = "running" if folder_is_busy(run_dir) else "stopped"
     last = rows[-1] if rows else {}
     step = number(last, "global_step")
-    rate = None
-    if len(rows) == 2:
-        steps = (number(rows[1], "global_step") or 0) - (number(rows[0], "global_step") or 0)
-        seconds = (number(rows[1], "time") or 0) - (number(rows[0], "time") or 0)
-        rate = steps / seconds if steps > 0 and seconds > 0 else None
+    rate, rate_note = latest_rate(run_dir, rows)
+    note = "; ".join(n for n in (note, rate_note) if n)
     return RunProgress(
         run,
         state,

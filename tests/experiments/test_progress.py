@@ -33,9 +33,12 @@ def campaign(tmp_path):
     return load_campaign(path)
 
 
-def write_run(folder, rows, checkpoints=(), finished_at=None):
-    """A run folder as the harness leaves it: metrics rows (step, wall time, success, mixture)."""
+def write_run(folder, rows, checkpoints=(), finished_at=None, started=(0,)):
+    """A run folder as the harness leaves it: metrics rows (step, wall time, success, mixture),
+    and one TensorBoard file per training process, named by its start time."""
     folder.mkdir(parents=True)
+    for start in started:
+        (folder / f"events.out.tfevents.{start}.host.1.0").write_bytes(b"")
     lines = ["global_step,time,eval/success_mean,eval_mixture/success_mean"]
     lines += [",".join(str(v) for v in row) for row in rows]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
@@ -70,6 +73,16 @@ def test_each_state_is_read_from_the_folder(campaign, tmp_path):
     assert finished.mixture_success is None and finished.hours_left(1000) is None
     assert stopped.steps_per_second is None  # one evaluation gives no rate
     assert absent.evaluated_step is None
+
+
+def test_the_rate_counts_only_the_process_training_now(campaign, tmp_path):
+    root = tmp_path / "runs"
+    rows = [(500, 100.0, 0.5, ""), (1000, 5000.0, 0.75, "")]  # resumed at 4900 s from 500
+    write_run(root / "demo/plain/seed_1", rows, started=(0, 4900))
+    write_run(root / "demo/plain/seed_2", rows, started=(0,))
+    found = progress.campaign_progress(campaign, root, methods=["plain"])
+    assert found[0].steps_per_second is None  # the gap between the sessions is not a rate
+    assert found[1].steps_per_second == pytest.approx(500 / 4900)
 
 
 def test_the_probe_writes_nothing_and_leaves_the_lock_free(campaign, tmp_path):
