@@ -12,7 +12,9 @@ Writes, under ``<root>/<campaign>/``:
   evaluated it, and the paper's value where spec section 10.3 gives one (read from its figures
   at its own, larger budget);
 - ``complementary.md``: each framework with and without QMP (methods ``X`` and ``X_qmp``),
-  the difference of the two IQMs and the paper's two values.
+  the difference of the two IQMs and the paper's two values;
+- ``partial.md``, while a method has finished fewer seeds than the others (one added to the
+  campaign later): it beside every complete method on its own seeds, as in the two tables above.
 
 Only finished runs (``timing.json`` present) count; the same seeds are used for every method
 (the seeds every method has finished), so a partial campaign is still a fair comparison.
@@ -21,6 +23,7 @@ Only finished runs (``timing.json`` present) count; the same seeds are used for 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -169,6 +172,105 @@ def percent(value: float) -> str:
     return f"{100 * value:.0f}"
 
 
+@dataclass(frozen=True)
+class Headers:
+    """The column headers of a campaign's tables: our budget as a fraction of the paper's, and
+    the paper at 25% of its budget (the nearest fraction it reports at or above ours) and at
+    its end."""
+
+    ours: str
+    at25: str
+    at100: str
+    steps_label: str
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> Headers:
+        budget = PAPER_BUDGETS.get(campaign.env_ids[0])
+        steps_label = f"{campaign.total_timesteps // 1000}k"
+        if budget is None:
+            return cls(
+                f"success % at {steps_label} (IQM [95% CI])",
+                "paper at 25%",
+                "paper at 100%",
+                steps_label,
+            )
+        return cls(
+            f"success % at {steps_label}, {100 * campaign.total_timesteps / budget:.0f}% of "
+            "the paper's budget (IQM [95% CI])",
+            f"paper at 25% ({steps_text(budget // 4)})",
+            f"paper at 100% ({steps_text(budget)})",
+            steps_label,
+        )
+
+    def methods(self) -> list[str]:
+        return [
+            "method",
+            "seeds",
+            self.ours,
+            "QMP runs: Q-switch mixture % (IQM)",
+            self.at25,
+            self.at100,
+        ]
+
+    def pairs(self) -> list[str]:
+        return [
+            "framework",
+            f"without QMP % ({self.steps_label})",
+            f"with QMP % ({self.steps_label})",
+            "with QMP: Q-switch mixture %",
+            "QMP's change (points)",
+            f"{self.at25}: without -> with",
+            f"{self.at100}: without -> with",
+        ]
+
+
+def interval(r: dict) -> str:
+    return f"{percent(r['final'])} [{percent(r['low'])}, {percent(r['high'])}]"
+
+
+def mixture(r: dict) -> str:
+    return "-" if r["mixture"] is None else percent(r["mixture"])
+
+
+def method_rows(
+    env_id: str, methods: list[str], results: dict[str, dict], seeds: str
+) -> list[list]:
+    """One row per method, in the given order: our final success and mixture, the paper's."""
+    return [
+        [
+            DISPLAY_NAMES.get(m, m),
+            seeds,
+            interval(results[m]),
+            mixture(results[m]),
+            paper_value(env_id, m, 0),
+            paper_value(env_id, m, 2),
+        ]
+        for m in methods
+    ]
+
+
+def pair_rows(env_id: str, methods: list[str], results: dict[str, dict]) -> list[tuple[str, list]]:
+    """Each framework ``X`` with ``X_qmp`` among ``methods``: (``X``, its row)."""
+    rows = []
+    for base in [m for m in methods if f"{m}_qmp" in methods]:
+        without, with_qmp = results[base], results[f"{base}_qmp"]
+        rows.append(
+            (
+                base,
+                [
+                    DISPLAY_NAMES.get(base, base),
+                    interval(without),
+                    interval(with_qmp),
+                    mixture(with_qmp),
+                    f"{100 * (with_qmp['final'] - without['final']):+.0f}",
+                    f"{paper_value(env_id, base, 0)} -> {paper_value(env_id, f'{base}_qmp', 0)}",
+                    f"{paper_value(env_id, base, 2)} -> {paper_value(env_id, f'{base}_qmp', 2)}",
+                ],
+            )
+        )
+    return rows
+
+
 def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     env_id = campaign.env_ids[0]
     found = finished_runs(campaign, root)
@@ -186,7 +288,6 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     if not seeds:
         raise SystemExit(f"{campaign.name}: no seed has finished for every method yet")
     results = {m: method_result([found[m][s] for s in seeds], last) for m in methods}
-    budget = PAPER_BUDGETS.get(env_id)
     out = root / campaign.name
     steps_label = f"{campaign.total_timesteps // 1000}k"
 
@@ -209,110 +310,75 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     save_figure(fig, figure)
     plt.close(fig)
 
-    # The paper at 25% of its budget (the nearest fraction it reports at or above ours) and
-    # at its end; our own fraction of its budget is in the header.
-    ours = (
-        f"success % at {steps_label} (IQM [95% CI])"
-        if budget is None
-        else f"success % at {steps_label}, {100 * campaign.total_timesteps / budget:.0f}% of "
-        "the paper's budget (IQM [95% CI])"
-    )
-    at25 = f"paper at 25% ({steps_text(budget // 4)})" if budget else "paper at 25%"
-    at100 = f"paper at 100% ({steps_text(budget)})" if budget else "paper at 100%"
-
-    def interval(r: dict) -> str:
-        return f"{percent(r['final'])} [{percent(r['low'])}, {percent(r['high'])}]"
-
-    def mixture(r: dict) -> str:
-        return "-" if r["mixture"] is None else percent(r["mixture"])
-
-    rows = [
-        [
-            DISPLAY_NAMES.get(m, m),
-            len(seeds),
-            interval(results[m]),
-            mixture(results[m]),
-            paper_value(env_id, m, 0),
-            paper_value(env_id, m, 2),
-        ]
-        for m in sorted(methods, key=lambda m: -results[m]["final"])
-    ]
+    headers = Headers.of(campaign)
     comparison = out / "comparison.md"
-    mixture_header = "QMP runs: Q-switch mixture % (IQM)"
     atomic_write_text(
-        comparison, markdown_table(["method", "seeds", ours, mixture_header, at25, at100], rows)
+        comparison,
+        markdown_table(
+            headers.methods(),
+            method_rows(
+                env_id,
+                sorted(methods, key=lambda m: -results[m]["final"]),
+                results,
+                str(len(seeds)),
+            ),
+        ),
     )
-
-    pairs = [m for m in methods if f"{m}_qmp" in methods]
-    rows = []
-    for base in pairs:
-        without, with_qmp = results[base], results[f"{base}_qmp"]
-        rows.append(
-            [
-                DISPLAY_NAMES.get(base, base),
-                interval(without),
-                interval(with_qmp),
-                mixture(with_qmp),
-                f"{100 * (with_qmp['final'] - without['final']):+.0f}",
-                f"{paper_value(env_id, base, 0)} -> {paper_value(env_id, f'{base}_qmp', 0)}",
-                f"{paper_value(env_id, base, 2)} -> {paper_value(env_id, f'{base}_qmp', 2)}",
-            ]
-        )
     complementary = out / "complementary.md"
     atomic_write_text(
         complementary,
-        markdown_table(
-            [
-                "framework",
-                f"without QMP % ({steps_label})",
-                f"with QMP % ({steps_label})",
-                "with QMP: Q-switch mixture %",
-                "QMP's change (points)",
-                f"{at25}: without -> with",
-                f"{at100}: without -> with",
-            ],
-            rows,
-        ),
+        markdown_table(headers.pairs(), [row for _, row in pair_rows(env_id, methods, results)]),
     )
     written = [figure, comparison, complementary]
     if partial:
-        written.append(partial_report(partial, methods, found, out, steps_label, last))
+        written.append(partial_report(campaign, partial, methods, found, out, last))
     return written
 
 
 def partial_report(
+    campaign: Campaign,
     partial: list[str],
     complete: list[str],
     found: dict[str, dict[int, Path]],
     out: Path,
-    steps_label: str,
     last: int,
 ) -> Path:
     """``partial.md``: each method that has not finished every seed yet, beside every complete
-    method on the same seeds (a same-seed comparison, not the campaign's)."""
-    rows = []
+    method on the same seeds (a same-seed comparison, not the campaign's), with the Q-switch
+    mixture and the paper's values as in ``comparison.md``, and its pair with or without QMP
+    where both have those seeds."""
+    env_id = campaign.env_ids[0]
+    headers = Headers.of(campaign)
+    # Partial methods on the same seeds share one comparison (a framework's pair, typically).
+    groups: dict[tuple[int, ...], list[str]] = {}
     for method in partial:
-        seeds = sorted(found[method])
-        for other in [method, *complete]:
-            if not set(seeds) <= set(found.get(other, {})):
-                continue
-            r = method_result([found[other][s] for s in seeds], last)
-            rows.append(
-                [
-                    DISPLAY_NAMES.get(method, method),
-                    DISPLAY_NAMES.get(other, other),
-                    ", ".join(map(str, seeds)),
-                    f"{percent(r['final'])}",
-                ]
-            )
-    path = out / "partial.md"
-    atomic_write_text(
-        path,
-        markdown_table(
-            ["method not yet on every seed", "method", "seeds", f"success % at {steps_label}"],
-            rows,
-        ),
+        groups.setdefault(tuple(sorted(found[method])), []).append(method)
+    rows, pairs = [], []
+    for seeds, members in groups.items():
+        others = [m for m in complete if set(seeds) <= set(found.get(m, {}))]
+        results = {
+            m: method_result([found[m][s] for s in seeds], last) for m in [*members, *others]
+        }
+        order = members + sorted(others, key=lambda m: -results[m]["final"])
+        label = ", ".join(map(str, seeds))
+        for row, method in zip(method_rows(env_id, order, results, label), order, strict=True):
+            if method in members:
+                row[0] = f"**{row[0]}** (not yet on every seed)"
+            rows.append(row)
+        pairs += [
+            [label, *row]
+            for base, row in pair_rows(env_id, list(results), results)
+            if {base, f"{base}_qmp"} & set(members)
+        ]
+    text = (
+        "Methods not yet on every seed (in bold), each beside every complete method on the same "
+        "seeds: a same-seed comparison, not the campaign's.\n\n"
+        + markdown_table(headers.methods(), rows)
     )
+    if pairs:
+        text += "\n" + markdown_table(["seeds", *headers.pairs()], pairs)
+    path = out / "partial.md"
+    atomic_write_text(path, text)
     return path
 
 

@@ -118,20 +118,49 @@ def test_a_method_added_later_does_not_shrink_the_comparison(reference_campaign,
     root = tmp_path / "results"
     for source, target in (("with_qmp", "no_sharing_qmp"), ("without_qmp", "no_sharing")):
         shutil.copytree(reference / "tiny" / source, root / "cmp" / target)
-    # A third method, added to the campaign later, has run seed 1 only.
-    shutil.copytree(reference / "tiny" / "with_qmp" / "seed_1", root / "cmp" / "late" / "seed_1")
+    # A framework pair, added to the campaign later, has run seed 1 only.
+    for source, target in (
+        ("with_qmp", "parameter_sharing_qmp"),
+        ("without_qmp", "parameter_sharing"),
+    ):
+        shutil.copytree(reference / "tiny" / source / "seed_1", root / "cmp" / target / "seed_1")
     campaign_file = tmp_path / "cmp.toml"
-    campaign_file.write_text(CAMPAIGN + '\n[[methods]]\nname = "late"\nscript = "sac_qmp.py"\n')
+    late = "".join(
+        f'\n[[methods]]\nname = "{name}"\nscript = "mtsac_qmp.py"\n'
+        for name in ("parameter_sharing_qmp", "parameter_sharing")
+    )
+    campaign_file.write_text(CAMPAIGN + late)
     main([str(campaign_file), "--root", str(root), "--last", "1"])
     table = (root / "cmp" / "comparison.md").read_text().splitlines()
     assert len(table) == 4 and all("| 2 |" in row for row in table[2:])  # seeds 1 and 2
-    partial = (root / "cmp" / "partial.md").read_text().splitlines()
-    assert [row.split(" | ")[1] for row in partial[2:]] == [
-        "late",
-        "No-Sharing + QMP",
-        "No-Sharing",
+    assert "Parameter-Sharing" not in "".join(table)
+
+    # partial.md: the late pair beside every complete method on seed 1, with the paper's values
+    # and the mixture as in comparison.md, and the pair's QMP change.
+    methods_table, pair_table = (root / "cmp" / "partial.md").read_text().split("\n\n")[1:3]
+    rows = [row.split(" | ") for row in methods_table.splitlines()[2:]]
+    assert [row[0] for row in rows] == [
+        "| **Parameter-Sharing + QMP** (not yet on every seed)",
+        "| **Parameter-Sharing** (not yet on every seed)",
+        *sorted(["| No-Sharing + QMP", "| No-Sharing"], key=lambda name: -final_of(rows, name)),
     ]
-    assert all(" | 1 | " in row for row in partial[2:])
+    assert all(row[1] == "1" for row in rows)
+    assert rows[0][4:] == ["68.4", "82.5 |"] and rows[1][3:] == ["-", "50.2", "46.5 |"]
+    mixture = task_columns(
+        root / "cmp" / "parameter_sharing_qmp" / "seed_1", prefix="eval_mixture/"
+    )
+    assert rows[0][3] == f"{100 * mean_over_tasks_iqm(mixture[1][-1:]):.0f}"
+    (pair,) = [row.split(" | ") for row in pair_table.splitlines()[2:]]
+    assert pair[:2] == ["| 1", "Parameter-Sharing"] and pair[-2:] == [
+        "50.2 -> 68.4",
+        "46.5 -> 82.5 |",
+    ]
+    change = int(rows[0][2].split()[0]) - int(rows[1][2].split()[0])
+    assert abs(int(pair[5]) - change) <= 1  # the difference of the rounded finals, +-rounding
+
+
+def final_of(rows: list[list[str]], name: str) -> int:
+    return int(next(row for row in rows if row[0] == name)[2].split()[0])
 
 
 SHARED_CURVES = Path(__file__).resolve().parents[3] / "shared" / "spec" / "paper-curves.json"
