@@ -271,6 +271,33 @@ def pair_rows(env_id: str, methods: list[str], results: dict[str, dict]) -> list
     return rows
 
 
+def draw_curves(
+    methods: list[str],
+    results: dict[str, dict],
+    title: str,
+    path: Path,
+    legend_loc: str = "upper left",
+) -> None:
+    """Each method's IQM success curve with its 95% band (solid: with QMP)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for method in methods:
+        r = results[method]
+        style = "-" if method.endswith("_qmp") else "--"
+        ax.plot(r["steps"], r["curve"], style, label=DISPLAY_NAMES.get(method, method))
+        ax.fill_between(r["steps"], *r["band"], alpha=0.12)
+    ax.set(
+        xlabel="environment steps (all tasks)",
+        ylabel="mean success over tasks (IQM over seeds, 95% CI)",
+        ylim=(-0.02, 1.02),
+        title=title,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     env_id = campaign.env_ids[0]
     found = finished_runs(campaign, root)
@@ -291,24 +318,9 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     out = root / campaign.name
     steps_label = f"{campaign.total_timesteps // 1000}k"
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for method in methods:
-        r = results[method]
-        style = "-" if method.endswith("_qmp") else "--"
-        ax.plot(r["steps"], r["curve"], style, label=DISPLAY_NAMES.get(method, method))
-        ax.fill_between(r["steps"], *r["band"], alpha=0.12)
-    ax.set(
-        xlabel="environment steps (all tasks)",
-        ylabel="mean success over tasks (IQM over seeds, 95% CI)",
-        ylim=(-0.02, 1.02),
-        title=f"{env_id}, {len(seeds)} seeds ({', '.join(map(str, seeds))}), {steps_label} steps",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
     figure = out / "comparison.png"
-    save_figure(fig, figure)
-    plt.close(fig)
+    title = f"{env_id}, {len(seeds)} seeds ({', '.join(map(str, seeds))}), {steps_label} steps"
+    draw_curves(methods, results, title, figure)
 
     headers = Headers.of(campaign)
     comparison = out / "comparison.md"
@@ -330,8 +342,11 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
         markdown_table(headers.pairs(), [row for _, row in pair_rows(env_id, methods, results)]),
     )
     written = [figure, comparison, complementary]
+    # A campaign complete again leaves no same-seed report of an earlier partial state behind.
+    for stale in [out / "partial.md", *out.glob("partial_seeds_*.png")]:
+        stale.unlink(missing_ok=True)
     if partial:
-        written.append(partial_report(campaign, partial, methods, found, out, last))
+        written += partial_report(campaign, partial, methods, found, out, last)
     return written
 
 
@@ -342,18 +357,18 @@ def partial_report(
     found: dict[str, dict[int, Path]],
     out: Path,
     last: int,
-) -> Path:
+) -> list[Path]:
     """``partial.md``: each method that has not finished every seed yet, beside every complete
     method on the same seeds (a same-seed comparison, not the campaign's), with the Q-switch
     mixture and the paper's values as in ``comparison.md``, and its pair with or without QMP
-    where both have those seeds."""
+    where both have those seeds; ``partial_seeds_<seeds>.png``: their curves."""
     env_id = campaign.env_ids[0]
     headers = Headers.of(campaign)
     # Partial methods on the same seeds share one comparison (a framework's pair, typically).
     groups: dict[tuple[int, ...], list[str]] = {}
     for method in partial:
         groups.setdefault(tuple(sorted(found[method])), []).append(method)
-    rows, pairs = [], []
+    rows, pairs, written = [], [], []
     for seeds, members in groups.items():
         others = [m for m in complete if set(seeds) <= set(found.get(m, {}))]
         results = {
@@ -361,6 +376,17 @@ def partial_report(
         }
         order = members + sorted(others, key=lambda m: -results[m]["final"])
         label = ", ".join(map(str, seeds))
+        figure = out / f"partial_seeds_{'_'.join(map(str, seeds))}.png"
+        # The figure keeps to the late methods and the complete framework pairs (with and
+        # without QMP), the references a reader compares them with; the table has every method.
+        paired = [
+            m
+            for m in others
+            if f"{m}_qmp" in others or (m.endswith("_qmp") and m.removesuffix("_qmp") in others)
+        ]
+        title = f"{env_id}, seed(s) {label}: methods not yet on every seed, framework pairs"
+        draw_curves([*members, *paired], results, title, figure, legend_loc="lower right")
+        written.append(figure)
         for row, method in zip(method_rows(env_id, order, results, label), order, strict=True):
             if method in members:
                 row[0] = f"**{row[0]}** (not yet on every seed)"
@@ -379,7 +405,7 @@ def partial_report(
         text += "\n" + markdown_table(["seeds", *headers.pairs()], pairs)
     path = out / "partial.md"
     atomic_write_text(path, text)
-    return path
+    return [path, *written]
 
 
 def main(argv: list[str] | None = None) -> None:

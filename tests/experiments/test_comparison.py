@@ -157,6 +157,17 @@ def test_a_method_added_later_does_not_shrink_the_comparison(reference_campaign,
     ]
     change = int(rows[0][2].split()[0]) - int(rows[1][2].split()[0])
     assert abs(int(pair[5]) - change) <= 1  # the difference of the rounded finals, +-rounding
+    assert (root / "cmp" / "partial_seeds_1.png").stat().st_size > 10_000
+
+    # Once the pair has every seed it joins the campaign's tables; no stale same-seed report.
+    for source, target in (
+        ("with_qmp", "parameter_sharing_qmp"),
+        ("without_qmp", "parameter_sharing"),
+    ):
+        shutil.copytree(reference / "tiny" / source / "seed_2", root / "cmp" / target / "seed_2")
+    main([str(campaign_file), "--root", str(root), "--last", "1"])
+    assert "| Parameter-Sharing | 2 |" in (root / "cmp" / "comparison.md").read_text()
+    assert not list((root / "cmp").glob("partial*"))
 
 
 def final_of(rows: list[list[str]], name: str) -> int:
