@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 
@@ -276,7 +277,7 @@ def draw_curves(
     results: dict[str, dict],
     title: str,
     path: Path,
-    legend_loc: str = "upper left",
+    legend_loc: Literal["upper left", "lower right"] = "upper left",
 ) -> None:
     """Each method's IQM success curve with its 95% band (solid: with QMP)."""
     fig, ax = plt.subplots(figsize=(8, 5))
