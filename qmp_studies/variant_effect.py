@@ -183,24 +183,25 @@ def report(
     level = percent(reach)
     seed_table = markdown_table(
         [
-            "method", "seed", f"final: {b}", f"final: {v}", "difference",
-            f"curve mean: {b}", f"curve mean: {v}", "difference",
-            f"reaches {level}%: {b}", f"reaches {level}%: {v}",
+            "method", "seed", "final: base", "final: variant", "change",
+            "curve mean: base", "curve mean: variant", "change",
+            f"reaches {level}%: base", f"reaches {level}%: variant",
         ],
         seed_rows(pairs, last, reach),
     )  # fmt: skip
     summary = markdown_table(
         [
-            "method", "seeds", f"final, {v} - {b}: mean (range)",
-            "curve mean, difference: mean (range)", f"seeds where {v} ends higher",
+            "method", "seeds", "final, change: mean (range)", "curve mean, change: mean (range)",
+            "seeds where the variant ends higher",
         ],
         summary_rows(pairs, last),
     )  # fmt: skip
     text = (
         f"# {v} vs {b}, same seeds, up to step {up_to:,}\n\n"
-        f"Mean success over tasks in % (each task's own deterministic policy). Final: the last "
-        f"{last} evaluations; curve mean: every evaluation (area under the curve); differences "
-        f"in points.\n\n{seed_table}\n{summary}"
+        f"Base: `{b}`; variant: `{v}`. Mean success over tasks in % (each task's own "
+        f"deterministic policy). Final: the last {last} evaluations; curve mean: every "
+        f"evaluation (area under the curve); change: variant - base, in points.\n\n"
+        f"{seed_table}\n{summary}"
     )
     figure = root / v / f"vs_{b}.png"
     draw(pairs, b, v, figure)
