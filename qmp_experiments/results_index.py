@@ -30,10 +30,20 @@ class IndexedRun:
     commits: tuple[str, ...]  # in the order the run's segments ran; "+" marks uncommitted changes
 
 
+def code_label(record: dict) -> str:
+    """A provenance record's code: its commit, else (code run outside a git checkout) its
+    source digest as ``src:<hex>``, else ``no commit``."""
+    if record["git_commit"] is not None:
+        return str(record["git_commit"])[:COMMIT_CHARS]
+    digest = record.get("source_digest")
+    return f"src:{digest.removeprefix('sha256:')[:COMMIT_CHARS]}" if digest else "no commit"
+
+
 def run_commits(run_dir: Path) -> tuple[str, ...]:
     """The commits a run's segments ran at (a resume adds a segment), each once, in order;
-    ``<commit>+`` where the tree had uncommitted changes, ``?`` for a line that is not a
-    provenance record. Empty when the run wrote no provenance."""
+    ``<commit>+`` where the tree had uncommitted changes, ``src:<digest>`` for a segment run
+    outside a git checkout, ``?`` for a line that is not a provenance record. Empty when the
+    run wrote no provenance."""
     path = run_dir / "provenance.jsonl"
     if not path.is_file():
         return ()
@@ -41,8 +51,8 @@ def run_commits(run_dir: Path) -> tuple[str, ...]:
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
-            commit = str(record["git_commit"])[:COMMIT_CHARS]
-        except (ValueError, KeyError, TypeError):
+            commit = code_label(record)
+        except (ValueError, KeyError, TypeError, AttributeError):
             commit = "?"
         else:
             commit += "+" if record.get("uncommitted_changes") else ""
@@ -99,7 +109,8 @@ def results_index(root: Path, campaigns: list[Campaign]) -> str:
         "Written by `python -m qmp_experiments.sweep <campaign>` (also with `--report-only`): per",
         "campaign file, its run folders, the commit(s) each run ran at (from its",
         "`provenance.jsonl`; a resumed run lists each commit once, `+` marks uncommitted",
-        "changes) and the command that makes it from a checkout of that commit.",
+        "changes, `src:` gives the source digest of code run outside a git checkout) and the",
+        "command that makes it from a checkout of that commit.",
         "",
     ]
     for campaign in shown:

@@ -4,6 +4,7 @@ events (CleanRL's metric names) and ``provenance.jsonl``, every file rewritten a
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import platform
@@ -21,6 +22,32 @@ from qmp_harness.float_profile import code_paths, cpu_features, package_versions
 from qmp_harness.run_files import atomic_write_text
 
 PROVENANCE_PACKAGES = ("torch", "gymnasium", "mujoco", "numpy", "metaworld", "stable_baselines3")
+#: The packages whose code computes a run (envs, Q-switch, harness, scripts): what
+#: :func:`source_digest` hashes.
+SOURCE_PACKAGES = ("qmp_envs", "qmp_wrappers", "qmp_harness", "cleanrl_qmp")
+SOURCE_SUFFIXES = (".py", ".xml")
+
+
+def source_digest(root: Path | None = None) -> str:
+    """A SHA-256 of the code that computes a run: every source file of :data:`SOURCE_PACKAGES`
+    under ``root`` (default: where this package lies), by relative path and content.
+
+    It names the code where no git commit can (an exported copy, an installed wheel): two runs
+    with the same digest ran the same code.
+
+    >>> source_digest() == source_digest()
+    True
+    """
+    root = Path(__file__).resolve().parent.parent if root is None else root
+    digest = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        files = sorted(
+            f for f in (root / package).rglob("*") if f.suffix in SOURCE_SUFFIXES and f.is_file()
+        )
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
 
 
 def cpu_model() -> str:
@@ -36,7 +63,8 @@ def cpu_model() -> str:
 
 def provenance(start_step: int) -> dict:
     """What produced a run segment: the code's git commit (and whether the checkout had
-    uncommitted changes), Python, the key packages' versions and the torch thread count."""
+    uncommitted changes), a digest of its source (:func:`source_digest`, also where there is no
+    git), Python, the key packages' versions and the torch thread count."""
 
     def git(*command: str) -> str | None:
         try:
@@ -57,6 +85,7 @@ def provenance(start_step: int) -> dict:
         "from_step": start_step,
         "git_commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": None if status is None else bool(status),
+        "source_digest": source_digest(),
         "python": platform.python_version(),
         # Float results depend on the kernels picked for the processor's instruction set:
         # say which processor and which code paths produced this segment.

@@ -168,15 +168,16 @@ def test_report_only_writes_the_results_index(tmp_path, capsys):
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.csv").write_text("global_step\n300\n")
     segments = [("a" * 40, False), ("b" * 40, True), ("b" * 40, True)]  # resumed twice
-    (run_dir / "provenance.jsonl").write_text(
-        "".join(json.dumps({"git_commit": c, "uncommitted_changes": d}) + "\n" for c, d in segments)
-    )
+    records = [{"git_commit": c, "uncommitted_changes": d} for c, d in segments]
+    # Resumed once more from an exported copy (no git): the source digest names the code.
+    records.append({"git_commit": None, "source_digest": "sha256:" + "c" * 64})
+    (run_dir / "provenance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (root / "kept_from_before").mkdir()
     sweep.main([str(campaign), "--root", str(root), "--report-only"])
     index = (root / "INDEX.md").read_text()
     assert "## `tiny`" in index and "1 of 4 runs have files" in index
     row = next(line for line in index.splitlines() if "`tiny/with_qmp/seed_1`" in line)
-    assert "`aaaaaaaaaaaa`, `bbbbbbbbbbbb+` |" in row
+    assert "`aaaaaaaaaaaa`, `bbbbbbbbbbbb+`, `src:cccccccccccc` |" in row
     assert "`python cleanrl_qmp/sac_qmp.py --env-id qmp/MultistageReacher-v0 --seed 1" in row
     assert f"--run-dir {run_dir}" in row and "seed_2" not in index
     assert index.endswith("## Folders no campaign file names\n\n- `kept_from_before/`\n")

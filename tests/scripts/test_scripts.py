@@ -14,7 +14,7 @@ import torch
 from cleanrl_qmp import ctpg_sac, dnc_sac, mtsac_qmp, sac_qmp, uds_qmp
 from qmp_experiments.plot import plot_runs
 from qmp_harness.checkpoints import load_checkpoint
-from qmp_harness.run_logging import cpu_model
+from qmp_harness.run_logging import cpu_model, source_digest
 from qmp_wrappers.vector import QMPBehaviorWrapper as QMPVectorBehaviorWrapper
 
 SCRIPTS = {
@@ -114,7 +114,26 @@ def test_resumed_run_reproduces_the_uninterrupted_run(trained, tmp_path):
     assert all(s["packages"]["torch"].startswith(torch.__version__[:4]) for s in segments)
     # The tests run from this project's git checkout, so the code's commit is recorded.
     assert all(len(s["git_commit"] or "") == 40 for s in segments)
+    assert all(s["source_digest"] == source_digest() for s in segments)
     assert all(s["cpu"] == cpu_model() != "" for s in segments)
+
+
+def test_source_digest_names_the_code_wherever_it_lies(tmp_path):
+    """A copy of the code outside git (an export, a wheel) has the same digest as this checkout;
+    one changed byte or one renamed file changes it."""
+    import qmp_harness
+    from qmp_harness.run_logging import SOURCE_PACKAGES
+
+    root = Path(qmp_harness.__file__).resolve().parent.parent
+    for package in SOURCE_PACKAGES:
+        shutil.copytree(root / package, tmp_path / package, ignore=shutil.ignore_patterns("*.pyc"))
+    assert source_digest(tmp_path) == source_digest()
+    script = tmp_path / "cleanrl_qmp" / "sac_qmp.py"
+    script.write_text(script.read_text() + "\n")
+    changed = source_digest(tmp_path)
+    assert changed != source_digest()
+    script.rename(script.with_name("sac_qmp_renamed.py"))
+    assert source_digest(tmp_path) not in (changed, source_digest())
 
 
 def test_no_qmp_run_disables_the_mixture_and_plots(trained, tmp_path):
