@@ -71,3 +71,24 @@ def test_trim_background_cuts_the_uniform_border_only():
     trimmed = render_tasks.trim_background(frame)
     assert trimmed.shape == (5, 6, 3)
     assert (trimmed[2, 2] == (200, 0, 0)).all()
+
+
+def test_an_included_file_with_a_title_is_shifted_under_its_section():
+    """A results file that opens with its own '# ' title, included as it is, becomes a second
+    page title, which the Results navigation lists as a page of its own: such an include needs
+    ``:heading-offset:``."""
+    unshifted = []
+    for page in DOCS.rglob("*.md"):
+        if "_build" in page.parts:
+            continue
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            match = re.match(r"```\{include\} (\S+\.md)", line)
+            if not match:
+                continue
+            included = (page.parent / match.group(1)).resolve()
+            titled = re.search(r"^# ", included.read_text(), re.M)
+            shifted = i + 1 < len(lines) and lines[i + 1].startswith(":heading-offset:")
+            if titled and not shifted:
+                unshifted.append(f"{page.relative_to(DOCS)}:{i + 1} {match.group(1)}")
+    assert not unshifted, f"includes of titled files without :heading-offset: {unshifted}"
