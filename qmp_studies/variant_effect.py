@@ -33,7 +33,12 @@ import numpy as np  # noqa: E402
 
 from qmp_experiments.aggregate import markdown_table, task_columns  # noqa: E402
 from qmp_experiments.campaign import load_campaign  # noqa: E402
-from qmp_experiments.comparison import DISPLAY_NAMES, finished_runs, percent  # noqa: E402
+from qmp_experiments.comparison import (  # noqa: E402
+    DISPLAY_NAMES,
+    finished_runs,
+    percent,
+    steps_text,
+)
 from qmp_harness.run_files import atomic_write_text  # noqa: E402
 from qmp_harness.run_plots import read_metrics, save_figure  # noqa: E402
 
@@ -97,7 +102,7 @@ def paired_runs(base: str, variant: str, root: Path) -> tuple[list[SeedPair], in
 
 
 def steps_or_dash(step: int | None) -> str:
-    return "-" if step is None else f"{step // 1000}k"
+    return "-" if step is None else steps_text(step)
 
 
 def signed(difference: float) -> str:
