@@ -55,6 +55,7 @@ from qmp_harness.run_files import (
     entries_not_files,
     files_of_a_run,
     finished_steps,
+    folder_creation_problem,
     is_finished,
 )
 
@@ -572,6 +573,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         return
+    problem = folder_creation_problem(args.root)  # before a run starts or a report is written
+    if problem is not None:
+        parser.error(f"--root {args.root}: {problem}; give a results folder you can write")
 
     if args.ray_address and not args.report_only:
         problem = ray_address_problem(args.ray_address, min(args.ray_connect_timeout, 10.0))

@@ -4,7 +4,9 @@ A run's checkpoints are ``<run>/checkpoints/step_<N>.pt`` (torch zip archives). 
 that folder (``step_2000 (copy).pt``, a leftover ``.tmp``) is not a checkpoint and is ignored,
 with a message naming it. A checkpoint damaged as a file (truncated, corrupted) is renamed to
 ``<name>.corrupt`` so it is kept for inspection but never picked again, and the next older one is
-used instead; one that fails for another reason stays where it is and the error is reported.
+used instead; one that fails for another reason stays where it is and the error is reported. A
+damaged file that is not one of a run's checkpoints (another name, another folder) is never
+renamed: the load stops, naming it.
 Unpickling resolves only the classes a checkpoint holds, so a crafted file cannot run code.
 """
 
@@ -92,6 +94,20 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def is_run_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is named as one of a run's checkpoints, ``<run>/checkpoints/step_<N>.pt``:
+    the only files a damaged load may rename (:func:`set_aside`) and the only files whose run
+    folder a resume may lock. Any other file given as a checkpoint is left exactly as it is.
+
+    >>> is_run_checkpoint(Path("runs/x/checkpoints/step_200.pt"))
+    True
+    >>> is_run_checkpoint(Path("runs/x/step_200.pt")), is_run_checkpoint(Path("/etc/passwd"))
+    (False, False)
+    """
+    path = Path(path)
+    return checkpoint_step(path) is not None and path.parent.name == "checkpoints"
+
+
 def saved_checkpoints(checkpoint_dir: Path, report: Callable[[str], None] | None = None) -> list:
     """A run's checkpoint files, oldest first (by step, not by name: step_400 < step_1000).
 
@@ -150,6 +166,13 @@ class DamagedCheckpointError(Exception):
 
 class CheckpointLoadError(Exception):
     """A checkpoint that is intact as a file does not load (a moved class, memory, ...)."""
+
+
+#: What :func:`load_newest_checkpoint` raises for a checkpoint that cannot be used, each with a
+#: message naming the file: what a command line catches and prints as one line.
+CHECKPOINT_LOAD_ERRORS = (
+    CheckpointLoadError, DamagedCheckpointError, UnsafeCheckpointError, FileNotFoundError,
+)  # fmt: skip
 
 
 # What a checkpoint may hold, by the name pickle stores. Functions (and anything not a class)
@@ -309,7 +332,9 @@ def load_newest_checkpoint(
     that does; a run folder or its ``checkpoints/`` folder loads its newest loadable checkpoint.
 
     Checkpoints damaged as files (truncated, failing a CRC, an unreadable pickle) are set aside
-    (see :func:`set_aside`); any other failure stops with :class:`CheckpointLoadError` (or
+    (see :func:`set_aside`) if they are a run's (:func:`is_run_checkpoint`); a damaged file of
+    any other name or place raises :class:`DamagedCheckpointError` and is not touched. Any other
+    failure stops with :class:`CheckpointLoadError` (or
     :class:`UnsafeCheckpointError`) and leaves the file in place. Raises ``FileNotFoundError``
     naming the folder when no checkpoint loads.
     """
@@ -339,6 +364,11 @@ def load_newest_checkpoint(
                 raise CheckpointLoadError(
                     f"{candidate} did not load ({type(error).__name__}: {error}); the file is "
                     "intact, so it was left in place and no older checkpoint was tried"
+                ) from error
+            if not is_run_checkpoint(candidate):  # not ours to rename: someone else's file
+                raise DamagedCheckpointError(
+                    f"{candidate} is not a readable checkpoint ({damage}); it is not one of a "
+                    "run's checkpoints (<run>/checkpoints/step_<N>.pt), so it was left as it is"
                 ) from error
             set_aside(candidate, damage, report)
     raise FileNotFoundError(f"no loadable checkpoint in {folder}")

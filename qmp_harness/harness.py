@@ -37,10 +37,10 @@ import qmp_envs
 from qmp_envs import helper_policies
 from qmp_envs.suites import suite_facts
 from qmp_harness.checkpoints import (
-    CheckpointLoadError,
+    CHECKPOINT_LOAD_ERRORS,
     CheckpointWriteError,
-    UnsafeCheckpointError,
     checkpoint_path,
+    is_run_checkpoint,
     load_newest_checkpoint,
     save_checkpoint,
     saved_checkpoints,
@@ -68,9 +68,11 @@ from qmp_harness.run_files import (
     atomic_write_text,
     entries_not_files,
     files_of_a_run,
+    folder_creation_problem,
     folder_is_busy,
     move_run_aside,
     remove_stale_temporaries,
+    write_failure,
 )
 from qmp_harness.run_logging import RunLogger, start_wandb
 from qmp_harness.tasks import TaskSpec
@@ -228,6 +230,37 @@ def record_conflicts(run_dir: Path, checkpoint: dict) -> list[str]:
     ]
 
 
+def resumed_run_folder(resume: Path) -> Path:
+    """The run folder a ``--resume`` target belongs to: the run folder itself, its
+    ``checkpoints/`` folder, or one of its ``checkpoints/step_<N>.pt`` files. Anything else is
+    refused (exit 2) here, before a lock file is made or a file is renamed, so that a mistyped
+    ``--resume`` (a metrics file, a folder of other things) leaves everything as it was."""
+    how = (
+        "give a run folder (the --run-dir a run wrote) or one of its checkpoints, "
+        "<run>/checkpoints/step_<N>.pt"
+    )
+    if not resume.exists():
+        refuse("cannot resume", [f"--resume {resume}: no such checkpoint or run folder"])
+    if resume.is_file():
+        if not is_run_checkpoint(resume):
+            refuse("cannot resume", [f"--resume {resume}: not one of a run's checkpoints; {how}"])
+        return resume.resolve().parent.parent
+    if not resume.is_dir():
+        refuse("cannot resume", [f"--resume {resume}: not a file or a folder; {how}"])
+    run_dir = resume.parent if resume.name == "checkpoints" else resume
+    if not (run_dir / "checkpoints").is_dir():
+        started = (run_dir / "args.json").is_file()
+        refuse(
+            "cannot resume",
+            [f"--resume {resume}: "
+             + ("this run has no checkpoints/ folder: it stopped before its first checkpoint, so "
+                "there is nothing to resume; start it over with --run-dir "
+                f"{run_dir} --overwrite (moves its files aside)" if started
+                else f"not a run folder (no checkpoints/ folder in {run_dir}); {how}")],
+        )  # fmt: skip
+    return run_dir
+
+
 class TrainingRun(Generic[ArgsT]):
     """Run folder, configuration, seeding, counters, logs, evaluation and checkpoint files."""
 
@@ -337,6 +370,11 @@ class TrainingRun(Generic[ArgsT]):
         move that run aside. A folder whose lock file exists is locked now (creating nothing),
         so no other process starts in it meanwhile; others are locked at the first write."""
         run_dir = self.run_dir
+        problem = folder_creation_problem(run_dir)
+        if problem:
+            refuse(f"cannot write the run folder {run_dir}", [
+                f"--run-dir {run_dir}: {problem}; give a --run-dir in a folder you can write"
+            ])  # fmt: skip
         if folder_is_busy(run_dir):
             print(f"error: run folder {run_dir} is in use by another process", file=sys.stderr)
             raise SystemExit(EXIT_RUN_FOLDER_BUSY)
@@ -376,12 +414,7 @@ class TrainingRun(Generic[ArgsT]):
         """Lock the checkpoint's run folder, load its newest checkpoint that loads, and return
         its configuration with the flags a resume may change (contradictions are refused)."""
         resume = Path(args.resume)
-        if not resume.exists():
-            refuse("cannot resume", [f"--resume {resume}: no such checkpoint or run folder"])
-        if resume.is_dir():
-            run_dir = resume.parent if resume.name == "checkpoints" else resume
-        else:
-            run_dir = resume.resolve().parent.parent
+        run_dir = resumed_run_folder(resume)
         contradictions = []
         if args.run_dir is not None and Path(args.run_dir).resolve() != run_dir.resolve():
             contradictions.append(
@@ -401,7 +434,7 @@ class TrainingRun(Generic[ArgsT]):
                    self.lock)  # fmt: skip
         try:
             checkpoint_file, self.checkpoint = load_newest_checkpoint(resume, report=warn)
-        except (CheckpointLoadError, UnsafeCheckpointError, FileNotFoundError) as error:
+        except CHECKPOINT_LOAD_ERRORS as error:
             refuse("cannot resume", [str(error)], self.lock)
         problems = counter_problems(self.checkpoint)
         if problems:
@@ -426,6 +459,11 @@ class TrainingRun(Generic[ArgsT]):
         except RunFolderBusy as busy:
             print(f"error: {busy}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_RUN_FOLDER_BUSY) from None
+        except OSError as error:  # what folder_creation_problem cannot see (/proc, a quota)
+            cause = write_failure(Path(run_dir), error)
+            print(f"error: could not make the run folder {run_dir}: {cause}; give a --run-dir "
+                  "in a folder you can write", file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(EXIT_WRITE_FAILED) from None
         for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
             for stale in remove_stale_temporaries(folder):
                 warn(f"removed {stale}, a partial write left by a killed process")

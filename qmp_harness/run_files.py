@@ -161,6 +161,30 @@ def move_run_aside(run_dir: str | Path) -> Path:
     return target
 
 
+def folder_creation_problem(folder: str | Path) -> str | None:
+    """Why a run could not make (or write in) ``folder``, found without writing anything: the
+    path, or a folder above it, is a file; no permission; a read-only file system. ``None``
+    when nothing is in the way (the kernel may still refuse at the first write, e.g. under
+    ``/proc``; that write names the folder too).
+
+    >>> folder_creation_problem("/etc/hostname/run") is not None
+    True
+    """
+    folder = Path(folder)
+    if os.path.lexists(folder) and not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder, so {folder} cannot be made in it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return f"{existing} is on a read-only file system"
+    return None
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete ``*.tmp`` files a killed writer left in ``folder`` (not recursive); call it only
     while holding the folder's lock. Returns what was deleted."""

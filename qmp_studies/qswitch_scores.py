@@ -41,6 +41,7 @@ from cleanrl_qmp.networks import EnsembleActor, TaskFeatures, TwinCritic
 from qmp_envs.suites import suite_facts
 from qmp_experiments.aggregate import markdown_table
 from qmp_harness.checkpoints import (
+    CHECKPOINT_LOAD_ERRORS,
     checkpoint_step,
     load_checkpoint,
     load_newest_checkpoint,
@@ -220,7 +221,10 @@ def main(argv: list[str] | None = None) -> None:
         help="also summarise every saved checkpoint (qswitch_scores_over_training.md)",
     )
     args = parser.parse_args(argv)
-    path, checkpoint = load_newest_checkpoint(args.run_dir)
+    try:
+        path, checkpoint = load_newest_checkpoint(args.run_dir)
+    except CHECKPOINT_LOAD_ERRORS as error:  # a missing, damaged or foreign checkpoint
+        parser.error(str(error))
     rows = score_tasks(checkpoint, args.states, args.seed)
     table = markdown_table(
         ["task", "own wins", "own wins (min_twin)", "top other", "its share", "margin (std)",

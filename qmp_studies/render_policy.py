@@ -27,7 +27,7 @@ from cleanrl_qmp.networks import (
     deterministic_policy,
 )
 from qmp_envs.suites import suite_facts
-from qmp_harness.checkpoints import load_newest_checkpoint
+from qmp_harness.checkpoints import CHECKPOINT_LOAD_ERRORS, load_newest_checkpoint
 from qmp_studies.qswitch_scores import per_task_actor
 
 PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py", "ctpg_sac.py")
@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.stride < 1 or args.size < 16:
         parser.error("--stride must be >= 1 and --size >= 16")
-    for name, success in render(
-        args.run_dir, args.out, args.checkpoint, args.stride, args.size
-    ).items():
+    try:
+        rendered = render(args.run_dir, args.out, args.checkpoint, args.stride, args.size)
+    except CHECKPOINT_LOAD_ERRORS as error:  # a missing, damaged or foreign checkpoint
+        parser.error(str(error))
+    for name, success in rendered.items():
         print(
             f"{name}: success {success:.0f}, {(args.out / f'{name}.gif').stat().st_size // 1024} kB"
         )

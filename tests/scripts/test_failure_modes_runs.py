@@ -201,6 +201,81 @@ def test_resume_contradictions_are_refused_before_anything(tmp_path, capsys):
     assert not elsewhere.exists()
 
 
+@pytest.mark.parametrize("name", ["notes.txt", "step_200.pt", "checkpoints/model.pt"])
+def test_a_resume_target_that_is_not_a_runs_checkpoint_is_left_as_it_is(
+    trained, tmp_path, name, capsys
+):
+    """A mistyped --resume (a user's own file, a checkpoint copied out of its run) is refused:
+    nothing renamed to .corrupt, no lock file made in its folder or the one above."""
+    target = tmp_path / "mine" / name
+    target.parent.mkdir(parents=True)
+    if name == "step_200.pt":  # a real checkpoint, but not inside a run's checkpoints/
+        shutil.copy(trained / "checkpoints" / "step_200.pt", target)
+    else:
+        target.write_bytes(b"a file of the user's, not a checkpoint")
+    before = snapshot(tmp_path)
+    assert exit_code(lambda: fresh_run(["--resume", str(target)])) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {target}: not one of a run's checkpoints" in err
+    assert "<run>/checkpoints/step_<N>.pt" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_resume_folder_that_is_not_a_run_is_refused_without_a_lock(tmp_path, capsys):
+    stranger = tmp_path / "downloads"
+    stranger.mkdir()
+    (stranger / "step_100.pt").write_bytes(b"not ours")
+    stopped_early = tmp_path / "run"  # a run killed before its first checkpoint
+    stopped_early.mkdir()
+    (stopped_early / "args.json").write_text("{}")
+    before = snapshot(tmp_path)
+    assert exit_code(lambda: fresh_run(["--resume", str(stranger)])) == 2
+    assert f"not a run folder (no checkpoints/ folder in {stranger})" in capsys.readouterr().err
+    assert exit_code(lambda: fresh_run(["--resume", str(stopped_early)])) == 2
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_damaged_file_that_is_not_a_runs_checkpoint_is_never_renamed(tmp_path):
+    """The library call behind --resume and the studies (render_policy, qswitch_scores)."""
+    from qmp_harness.checkpoints import DamagedCheckpointError, load_newest_checkpoint
+
+    mine = tmp_path / "model.pt"
+    mine.write_bytes(b"truncated")
+    with pytest.raises(DamagedCheckpointError, match="model.pt is not a readable checkpoint"):
+        load_newest_checkpoint(mine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_a_run_dir_that_cannot_be_made_is_refused_before_anything(tmp_path, where, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    run_dir = a_file if where == "a file" else a_file / "run"
+    before = snapshot(tmp_path)
+    assert exit_code(lambda: fresh_run([*FAST, "--run-dir", str(run_dir)])) == 2
+    err = capsys.readouterr().err
+    assert f"--run-dir {run_dir}: " in err and "give a --run-dir in a folder you can write" in err
+    assert snapshot(tmp_path) == before
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main(["reacher", "--root", str(run_dir), "--report-only"])
+    assert stopped.value.code == 2 and f"--root {run_dir}: " in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_folder_the_kernel_refuses_at_the_first_write_is_named(tmp_path, monkeypatch, capsys):
+    """What no check before the first write can see (a folder under /proc, a quota)."""
+
+    def refused_by_the_kernel(self):
+        raise OSError(errno.ENOENT, "No such file or directory", str(self.run_dir))
+
+    run = fresh_run([*FAST, "--run-dir", str(tmp_path / "run")])
+    monkeypatch.setattr(RunFolderLock, "acquire", refused_by_the_kernel)
+    assert exit_code(lambda: run.logger) == EXIT_WRITE_FAILED
+    err = capsys.readouterr().err
+    assert f"could not make the run folder {tmp_path / 'run'}: " in err and "Traceback" not in err
+
+
 def test_resume_with_the_run_dir_of_its_own_checkpoint_continues(trained, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)

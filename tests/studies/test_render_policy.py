@@ -33,3 +33,21 @@ def test_shrink_keeps_about_the_asked_width():
     frame = np.zeros((480, 480, 3), dtype=np.uint8)
     assert shrink(frame, 160).shape == (160, 160, 3)
     assert shrink(frame, 1000).shape == frame.shape
+
+
+@pytest.mark.parametrize("tool", ["render_policy", "qswitch_scores"])
+def test_a_missing_or_damaged_checkpoint_is_one_line_naming_it(tmp_path, tool, capsys):
+    import importlib
+
+    main = importlib.import_module(f"qmp_studies.{tool}").main
+    damaged = tmp_path / "run" / "checkpoints" / "step_100.pt"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"truncated")
+    out = ["--out", str(tmp_path / "gifs")] if tool == "render_policy" else []
+    for target, named in [(tmp_path / "nowhere", "does not exist"), (damaged.parent.parent, "")]:
+        with pytest.raises(SystemExit) as stopped:
+            main([str(target), *out])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and "Traceback" not in err
+        assert "error: " in err and named in err and str(tmp_path) in err
+    assert not (tmp_path / "gifs").exists()
