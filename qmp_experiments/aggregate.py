@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from qmp_envs.validation import integer
 from qmp_experiments.plot import distinguish_configurations
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
-from qmp_harness.run_files import atomic_write_text
+from qmp_harness.run_files import atomic_write_text, folder_creation_problem
 from qmp_harness.run_plots import RunDataError, load_run, read_metrics
 
 
@@ -46,7 +47,12 @@ def mean_over_tasks_iqm(scores: np.ndarray) -> float:
 
 def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dict]]:
     """The summary and per-task rows, one per (env, method); runs configured differently are
-    never pooled (:func:`~qmp_experiments.plot.distinguish_configurations`)."""
+    never pooled (:func:`~qmp_experiments.plot.distinguish_configurations`).
+
+    Raises:
+        ValueError: ``last`` is not an integer >= 1 (the evaluations averaged at the end).
+    """
+    last = integer("last (evaluations averaged at the end)", last, minimum=1)
     loaded = distinguish_configurations([load_run(d, "eval/success_mean") for d in run_dirs])
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
     by_dir = {}
@@ -127,7 +133,7 @@ def markdown_table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -138,7 +144,12 @@ def main() -> None:
     parser.add_argument(
         "--last", type=int, default=3, help="evaluations averaged for the final score"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.last < 1:
+        parser.error(f"--last {args.last}: must be at least 1 (evaluations averaged at the end)")
+    problem = folder_creation_problem(args.out.parent)
+    if problem is not None:
+        parser.error(f"--out {args.out}: {problem}")
     try:
         summary, per_task = summarize(args.run_dirs, args.last)
     except RunDataError as error:  # a damaged run file: named, no traceback

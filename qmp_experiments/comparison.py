@@ -33,11 +33,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from qmp_envs.validation import integer  # noqa: E402
 from qmp_experiments.aggregate import markdown_table, mean_over_tasks_iqm, task_columns  # noqa: E402
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
 from qmp_experiments.plot import group_curves  # noqa: E402
 from qmp_experiments.stats import stratified_bootstrap_ci  # noqa: E402
-from qmp_harness.run_files import atomic_write_text  # noqa: E402
+from qmp_harness.run_files import atomic_write_text, folder_creation_problem  # noqa: E402
 from qmp_harness.run_plots import load_run, save_figure  # noqa: E402
 
 #: How the methods of our campaigns are called in the paper.
@@ -300,6 +301,7 @@ def draw_curves(
 
 
 def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
+    last = integer("last (evaluations averaged at the end)", last, minimum=1)
     env_id = campaign.env_ids[0]
     found = finished_runs(campaign, root)
     # A method added later, not yet run on every seed the others were, must not shrink their
@@ -417,7 +419,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path("results"))
     parser.add_argument("--last", type=int, default=3, help="evaluations averaged at the end")
     args = parser.parse_args(argv)
-    for path in report(load_campaign(args.campaign), args.root, args.last):
+    if args.last < 1:
+        parser.error(f"--last {args.last}: must be at least 1 (evaluations averaged at the end)")
+    try:
+        campaign = load_campaign(args.campaign)
+    except ValueError as error:
+        parser.error(str(error))
+    problem = folder_creation_problem(args.root / campaign.name)
+    if problem is not None:
+        parser.error(f"--root {args.root}: {problem}")
+    for path in report(campaign, args.root, args.last):
         print(f"wrote {path}")
 
 

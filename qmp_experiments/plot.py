@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from qmp_experiments.stats import bootstrap_ci, iqm
+from qmp_harness.run_files import folder_creation_problem
 
 # One run's files and pictures live with the run harness (a script plots its own run with
 # them); the campaign layer pools runs into curves and draws them with the same functions.
@@ -112,14 +113,17 @@ def plot_runs(
     return written + write_selection_outputs(by_group, out_dir)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("run_dirs", nargs="+", help="run folders holding args.json and metrics.csv")
     parser.add_argument("--out", default="plots", help="output folder for the PNGs")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help="CSV column to plot")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    problem = folder_creation_problem(args.out)
+    if problem is not None:
+        parser.error(f"--out {args.out}: {problem}")
     try:
         written = plot_runs(args.run_dirs, args.out, args.metric)
     except RunDataError as error:  # a damaged run file: named, no traceback

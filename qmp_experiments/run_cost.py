@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmp_experiments.aggregate import markdown_table
-from qmp_harness.run_files import atomic_write_text
+from qmp_harness.run_files import atomic_write_text, folder_creation_problem
 
 EVENT_PREFIX = "events.out.tfevents."
 
@@ -127,7 +127,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("roots", nargs="+", type=Path, help="campaign result folders")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
-    table = cost_table(args.roots)
+    problem = args.out and (
+        f"{args.out} is a folder; give a file name (run_cost.md)"
+        if args.out.is_dir()
+        else folder_creation_problem(args.out.parent)
+    )
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
+    try:
+        table = cost_table(args.roots)
+    except ValueError as error:  # a folder with no finished run: named
+        parser.error(str(error))
     print(table, end="")
     if args.out is not None:
         atomic_write_text(args.out, table)

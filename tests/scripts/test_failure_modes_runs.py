@@ -791,3 +791,50 @@ def test_the_aggregate_and_plot_commands_name_a_damaged_file(tmp_path, tool):
     )  # fmt: skip
     assert done.returncode == 2 and f"{bad / 'metrics.csv'} line 2: 5 fields" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv", "named"),
+    [
+        ("comparison", ["nonexistent"], "unknown campaign 'nonexistent'"),
+        ("comparison", ["tiny", "--last", "0"], "--last 0: must be at least 1"),
+        ("comparison", ["tiny", "--root", "{file}"], "is not a folder, so"),
+        ("aggregate", ["{run}", "--last", "-1", "--out", "{out}"], "--last -1: must be at least 1"),
+        ("aggregate", ["{run}", "--out", "{file}/summary"], "exists and is not a folder"),
+        ("plot", ["{run}", "--out", "{file}/plots"], "is not a folder, so"),
+        ("run_cost", ["{tmp}/nowhere"], "no finished run"),
+        ("run_cost", ["{run}", "--out", "{tmp}"], "is a folder; give a file name"),
+    ],
+)
+def test_the_report_commands_refuse_bad_flags_in_one_line_writing_nothing(
+    tmp_path, monkeypatch, tool, argv, named, capsys
+):
+    """What the report commands are given is checked before they write: never a traceback from
+    pathlib, never a table averaged over zero evaluations."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    write_campaign(tmp_path)  # tiny.toml, a campaign file with no finished runs under results/
+    run = write_run(tmp_path / "run", ARGS, GOOD_ROWS)
+    (run / "timing.json").write_text('{"env_steps": 300}')
+    (tmp_path / "notes.txt").write_text("mine")
+    values = {"run": run, "out": tmp_path / "out", "file": tmp_path / "notes.txt", "tmp": tmp_path}
+    argv = [str(tmp_path / "tiny.toml") if a == "tiny" else a.format(**values) for a in argv]
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(f"qmp_experiments.{tool}").main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and named in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_averaging_over_no_evaluations_is_refused_by_the_library_too(tmp_path):
+    from qmp_experiments import comparison
+
+    run = write_run(tmp_path / "run", ARGS, GOOD_ROWS)
+    for last in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match="last"):
+            summarize([run], last)
+        with pytest.raises(ValueError, match="last"):
+            comparison.report(load_campaign(write_campaign(tmp_path)), tmp_path, last)
+    assert summarize([run], 1)[0][0]["final_success_iqm_last1"] == 1.0
