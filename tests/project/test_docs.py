@@ -92,3 +92,19 @@ def test_an_included_file_with_a_title_is_shifted_under_its_section():
             if titled and not shifted:
                 unshifted.append(f"{page.relative_to(DOCS)}:{i + 1} {match.group(1)}")
     assert not unshifted, f"includes of titled files without :heading-offset: {unshifted}"
+
+
+def test_no_wrapped_line_starts_a_block_quote():
+    """A list item or paragraph wrapped so that its next line begins with '>' (``>= 0``) is
+    rendered as a block quote, cutting the sentence in two: such a line needs rewrapping."""
+    quoted = []
+    pages = [p for p in DOCS.rglob("*.md") if "_build" not in p.parts]
+    for page in [*pages, DOCS.parent / "README.md"]:
+        in_fence = False
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.lstrip().startswith("```"):
+                in_fence = not in_fence
+            elif not in_fence and line.lstrip().startswith(">") and i and lines[i - 1].strip():
+                quoted.append(f"{page.name}:{i + 1}: {line.strip()[:40]}")
+    assert not quoted, f"lines that continue a sentence but start a block quote: {quoted}"
