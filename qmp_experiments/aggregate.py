@@ -133,6 +133,13 @@ def markdown_table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def refuse_no_evaluations(parser: argparse.ArgumentParser, last: int) -> None:
+    """Stop the command (exit 2) if ``--last`` would average the final score over no evaluation;
+    the same rule :func:`summarize` applies as a library call."""
+    if last < 1:
+        parser.error(f"--last {last}: must be at least 1 (evaluations averaged at the end)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,8 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         "--last", type=int, default=3, help="evaluations averaged for the final score"
     )
     args = parser.parse_args(argv)
-    if args.last < 1:
-        parser.error(f"--last {args.last}: must be at least 1 (evaluations averaged at the end)")
+    refuse_no_evaluations(parser, args.last)
     problem = folder_creation_problem(args.out.parent)
     if problem is not None:
         parser.error(f"--out {args.out}: {problem}")

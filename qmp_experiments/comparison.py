@@ -34,7 +34,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from qmp_envs.validation import integer  # noqa: E402
-from qmp_experiments.aggregate import markdown_table, mean_over_tasks_iqm, task_columns  # noqa: E402
+from qmp_experiments.aggregate import (  # noqa: E402
+    markdown_table,
+    mean_over_tasks_iqm,
+    refuse_no_evaluations,
+    task_columns,
+)
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
 from qmp_experiments.plot import group_curves  # noqa: E402
 from qmp_experiments.stats import stratified_bootstrap_ci  # noqa: E402
@@ -419,8 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path("results"))
     parser.add_argument("--last", type=int, default=3, help="evaluations averaged at the end")
     args = parser.parse_args(argv)
-    if args.last < 1:
-        parser.error(f"--last {args.last}: must be at least 1 (evaluations averaged at the end)")
+    refuse_no_evaluations(parser, args.last)
     try:
         campaign = load_campaign(args.campaign)
     except ValueError as error:

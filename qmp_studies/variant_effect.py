@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qmp_experiments.aggregate import markdown_table, task_columns  # noqa: E402
+from qmp_experiments.aggregate import markdown_table, refuse_no_evaluations, task_columns  # noqa: E402
 from qmp_experiments.campaign import load_campaign  # noqa: E402
 from qmp_experiments.comparison import (  # noqa: E402
     DISPLAY_NAMES,
@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--last", type=int, default=3, help="evaluations averaged at the end")
     parser.add_argument("--reach", type=float, default=0.5, help="success level for 'reaches'")
     args = parser.parse_args(argv)
-    if args.last < 1:
-        parser.error(f"--last {args.last}: must be at least 1 (evaluations averaged at the end)")
+    refuse_no_evaluations(parser, args.last)
     if not 0 < args.reach <= 1:
         parser.error(f"--reach {args.reach}: must be a success level in (0, 1]")
     try:
