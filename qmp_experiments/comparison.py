@@ -392,7 +392,8 @@ def partial_report(
             for m in others
             if f"{m}_qmp" in others or (m.endswith("_qmp") and m.removesuffix("_qmp") in others)
         ]
-        title = f"{env_id}, seed(s) {label}: methods not yet on every seed, framework pairs"
+        # Two lines: on one, the title ran past the 8-inch figure and was cut.
+        title = f"{env_id}, seed(s) {label}:\nmethods not yet on every seed, framework pairs"
         draw_curves([*members, *paired], results, title, figure, legend_loc="lower right")
         written.append(figure)
         for row, method in zip(method_rows(env_id, order, results, label), order, strict=True):
