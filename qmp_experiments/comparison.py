@@ -44,7 +44,7 @@ from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
 from qmp_experiments.plot import group_curves  # noqa: E402
 from qmp_experiments.stats import stratified_bootstrap_ci  # noqa: E402
 from qmp_harness.run_files import atomic_write_text, folder_creation_problem  # noqa: E402
-from qmp_harness.run_plots import load_run, save_figure  # noqa: E402
+from qmp_harness.run_plots import fit_title, load_run, save_figure  # noqa: E402
 
 #: How the methods of our campaigns are called in the paper.
 DISPLAY_NAMES = {
@@ -296,7 +296,7 @@ def draw_curves(
         xlabel="environment steps (all tasks)",
         ylabel="mean success over tasks (IQM over seeds, 95% CI)",
         ylim=(-0.02, 1.02),
-        title=title,
+        title=fit_title(title, fig.get_figwidth()),
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc=legend_loc)
@@ -392,8 +392,7 @@ def partial_report(
             for m in others
             if f"{m}_qmp" in others or (m.endswith("_qmp") and m.removesuffix("_qmp") in others)
         ]
-        # Two lines: on one, the title ran past the 8-inch figure and was cut.
-        title = f"{env_id}, seed(s) {label}:\nmethods not yet on every seed, framework pairs"
+        title = f"{env_id}, seed(s) {label}: methods not yet on every seed, framework pairs"
         draw_curves([*members, *paired], results, title, figure, legend_loc="lower right")
         written.append(figure)
         for row, method in zip(method_rows(env_id, order, results, label), order, strict=True):

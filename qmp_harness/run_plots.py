@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from qmp_harness.run_files import (  # noqa: E402
@@ -34,6 +36,49 @@ def save_figure(fig, path: Path) -> None:
     tmp = temporary_path(Path(path))
     fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip("."))
     commit_temporary(tmp, Path(path))
+
+
+def fit_title(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    r"""``text`` wrapped at spaces so that each line fits ``width_inches`` at ``fontsize`` points.
+
+    Matplotlib cuts a title wider than its figure instead of wrapping it. A character of
+    DejaVu Sans, the default font, is taken as 0.6 em on average, more than most are, so
+    the lines fit; words (an env id such as ``qmp/PointReach-v1``) are never broken.
+
+    Args:
+        text: The title; its own line breaks are kept.
+        width_inches: The width the lines must fit, usually the figure's.
+        fontsize: The title's font size in points (12 for Matplotlib's titles).
+
+    Returns:
+        The title with line breaks added where needed.
+
+    >>> fit_title("QMP selection over training (5 seeds)", 3.0)
+    'QMP selection over training\n(5 seeds)'
+    >>> fit_title("short\nqmp/PointReach-v1", 3.0)
+    'short\nqmp/PointReach-v1'
+    """
+    chars = max(10, int(0.9 * width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join(
+        textwrap.fill(line, chars, break_long_words=False, break_on_hyphens=False)
+        for line in text.split("\n")
+    )
+
+
+def steps_tick(value: float, _position: float | None = None) -> str:
+    """An axis tick for a step count: ``'150k'``, ``'2.5M'``, ``'500'``.
+
+    >>> [steps_tick(v) for v in (500, 150000, 2500000, 0)]
+    ['500', '150k', '2.5M', '0']
+    """
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    return f"{value / 1e3:g}k" if abs(value) >= 1e3 else f"{value:g}"
+
+
+def seeds_text(count: int) -> str:
+    """``'1 seed'``, ``'5 seeds'``."""
+    return f"{count} seed" if count == 1 else f"{count} seeds"
 
 
 def run_label(args: dict) -> str:
@@ -159,17 +204,23 @@ def plot_selection_heatmap(histories: list[list[dict]], env: str, path: Path) ->
     """Mean selection matrix over every logged interval of every seed."""
     matrix = np.mean([np.array(r["matrix"]) for history in histories for r in history], axis=0)
     cols = histories[0][-1]["names"]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.6 * len(matrix)))
+    # At least 3 inches tall: with one task collected (PointReach) the rotated policy names
+    # and the axis label did not fit.
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), max(3.0, 1.0 + 0.6 * len(matrix))))
     image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(matrix)), cols[: len(matrix)])
     ax.set_xlabel("policy executed")
     ax.set_ylabel("task collected")
-    ax.set_title(f"QMP selection ({len(histories)} seeds)\n{env}")
+    title = f"QMP selection ({seeds_text(len(histories))})\n{env}"
+    # The padding keeps the title clear of the colour bar's top label.
+    ax.set_title(fit_title(title, fig.get_figwidth()), pad=10)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
-    fig.colorbar(image, ax=ax)
+    # As tall as the matrix (a common Matplotlib recipe), not the figure: a full-height bar
+    # ran into the title of a one-row matrix.
+    fig.colorbar(image, ax=ax, fraction=0.046 * matrix.shape[0] / matrix.shape[1], pad=0.04)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -226,10 +277,14 @@ def plot_selection_over_time(histories: list[list[dict]], env: str, path: Path) 
         ax.set_title(f"collecting {names[task]}", fontsize=8)
         ax.set_ylim(0.0, 1.0)
         ax.set_xlabel("environment steps", fontsize=7)
+        # '150k', at most 5 ticks: full step counts ran into each other on 3-inch panels.
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(steps_tick))
         ax.tick_params(labelsize=7)
     axes.flat[0].set_ylabel("fraction executed")
     axes.flat[0].legend(fontsize=6)
-    fig.suptitle(f"QMP selection over training ({len(histories)} seeds; thick: own policy)\n{env}")
+    title = f"QMP selection over training ({seeds_text(len(histories))}; thick: own policy)\n{env}"
+    fig.suptitle(fit_title(title, fig.get_figwidth()))
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -256,3 +256,48 @@ def test_eval_stop_at_success_keeps_success_and_reports_no_returns(tmp_path):
     assert [row_full[k] for k in success_keys] == [row_short[k] for k in success_keys]
     assert all(np.isnan(float(row_short[k])) for k in return_keys)
     assert not any(np.isnan(float(row_full[k])) for k in return_keys)
+
+
+@pytest.mark.parametrize("tasks", [1, 5])
+def test_selection_figures_keep_every_text_inside_the_figure(tasks, monkeypatch):
+    """With one task collected (PointReach), the heatmap's axis label and the over-training
+    title ran past a narrow figure and were cut; every title and label now fits."""
+
+    import qmp_harness.run_plots as plot_module
+
+    names = ["reach-top-right", "up", "right", "up-right", "down-left"][: max(tasks, 4)]
+    matrix = [[1.0 / len(names)] * len(names)] * tasks
+    histories = [[{"global_step": s, "names": names, "matrix": matrix} for s in (10, 20)]] * 5
+    figures = []
+    monkeypatch.setattr(plot_module, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(plot_module.plt, "close", lambda fig: None)
+    plot_module.plot_selection_heatmap(histories, "qmp/PointReach-v1", Path("heat.png"))
+    plot_module.plot_selection_over_time(histories, "qmp/PointReach-v1", Path("time.png"))
+    assert len(figures) == 2
+    for fig in figures:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        # What each axes draws (title, axis labels, tick labels in view), and the figure title.
+        extents = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
+        if fig._suptitle is not None:
+            extents.append(fig._suptitle.get_window_extent(renderer))
+        for extent in extents:
+            assert extent.x0 >= -1 and extent.x1 <= fig.bbox.x1 + 1, (fig, extent)
+            assert extent.y0 >= -1 and extent.y1 <= fig.bbox.y1 + 1, (fig, extent)
+        plot_module.plt.close(fig)
+
+
+@pytest.mark.parametrize("width", [3.2, 4.5, 8.0, 13.2])
+def test_fit_title_lines_fit_the_width_they_are_given(width):
+    import qmp_harness.run_plots as plot_module
+
+    long = (
+        "qmp/PointReach-v1: trajectories collected by seed 4 (last 40 episodes) and executed "
+        "policies (20000 steps; bars: mean and range over seeds)"
+    )
+    fig = plot_module.plt.figure(figsize=(width, 3))
+    title = fig.suptitle(plot_module.fit_title(long, width))
+    fig.canvas.draw()
+    extent = title.get_window_extent()
+    assert fig.bbox.x0 <= extent.x0 and extent.x1 <= fig.bbox.x1
+    plot_module.plt.close(fig)
