@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,15 +34,24 @@ import numpy as np  # noqa: E402
 from qmp_envs.point_reach import ARENA_SIZE, GOAL, GOAL_RADIUS, START_CENTRE  # noqa: E402
 from qmp_experiments import sweep  # noqa: E402
 from qmp_experiments.campaign import Campaign, load_campaign  # noqa: E402
-from qmp_harness.checkpoints import load_checkpoint, saved_checkpoints  # noqa: E402
+from qmp_harness.checkpoints import (  # noqa: E402
+    CHECKPOINT_LOAD_ERRORS,
+    load_checkpoint,
+    saved_checkpoints,
+)
 from qmp_harness.run_files import atomic_write_text, commit_temporary, temporary_path  # noqa: E402
-from qmp_harness.run_plots import save_figure  # noqa: E402
+from qmp_harness.run_plots import fit_title, save_figure  # noqa: E402
 
 TITLES = {
     "sac": "(a) SAC",
     "qmp_diverse": "(b) SAC + QMP, diverse helpers",
     "qmp_relevant": "(c) SAC + QMP, relevant helpers",
 }
+
+
+class FigureInputError(ValueError):
+    """A run the figure needs is missing or cannot be read; the message names it and the way
+    on."""
 
 
 def collected_episodes(run_dir: Path) -> list[np.ndarray]:
@@ -53,7 +63,11 @@ def collected_episodes(run_dir: Path) -> list[np.ndarray]:
             return np.split(data["positions"], data["splits"])
     checkpoints = saved_checkpoints(run_dir / "checkpoints")
     if not checkpoints:
-        raise FileNotFoundError(f"{run_dir} has neither episodes.npz nor a checkpoint")
+        raise FigureInputError(
+            f"{run_dir} has neither episodes.npz nor a checkpoint, so its trajectories cannot be "
+            "read (it was made before runs saved them); rerun the campaign into a new folder: "
+            "--root <empty folder>, without --report-only"
+        )
     rb = load_checkpoint(checkpoints[-1])["rb"]
     stored = rb.num_transitions()
     obs = rb.observations[:stored, 0, :2] * ARENA_SIZE
@@ -86,6 +100,27 @@ def final_success(run_dir: Path) -> float:
         return float(list(csv.DictReader(f))[-1]["eval/success_mean"])
 
 
+def read_run(run_dir: Path) -> tuple[list[np.ndarray], float, tuple[list[str], np.ndarray]]:
+    """A finished run's episodes, final success and selection shares; a run that is missing,
+    unfinished or damaged raises :class:`FigureInputError` naming it."""
+    if not (run_dir / "timing.json").is_file():
+        raise FigureInputError(
+            f"{run_dir} is not a finished run; run the campaign first (the same command "
+            "without --report-only runs what is missing)"
+        )
+    try:
+        return collected_episodes(run_dir), final_success(run_dir), selection_frequencies(run_dir)
+    except FigureInputError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as error:
+        raise FigureInputError(
+            f"{run_dir} cannot be read ({type(error).__name__}: {error}); restore the run "
+            "folder (from git, for committed runs) or rerun it"
+        ) from error
+    except CHECKPOINT_LOAD_ERRORS as error:
+        raise FigureInputError(f"{run_dir}: {error}") from error
+
+
 def spread(values: Sequence[float] | Sequence[np.floating] | np.ndarray) -> dict[str, float]:
     return {
         "mean": float(np.mean(values)),
@@ -107,10 +142,9 @@ def draw(campaign: Campaign, root: Path, seed_shown: int, episodes_shown: int) -
         reached, success, shares = [], [], []
         names: list[str] = []
         for run_dir in runs:
-            episodes = collected_episodes(run_dir)
+            episodes, final, (names, freqs) = read_run(run_dir)
             reached.append(np.mean([np.linalg.norm(e[-1] - GOAL) <= GOAL_RADIUS for e in episodes]))
-            success.append(final_success(run_dir))
-            names, freqs = selection_frequencies(run_dir)
+            success.append(final)
             shares.append(freqs)
             if run_dir.name == f"seed_{seed_shown}":
                 for episode in episodes[-episodes_shown:]:
@@ -140,10 +174,11 @@ def draw(campaign: Campaign, root: Path, seed_shown: int, episodes_shown: int) -
             )
         rows.append(row)
     env = campaign.env_ids[0]
-    fig.suptitle(
+    title = (
         f"{env}: trajectories collected by seed {seed_shown} (last {episodes_shown} episodes) "
         f"and executed policies ({campaign.total_timesteps} steps; bars: mean and range over seeds)"
     )
+    fig.suptitle(fit_title(title, fig.get_figwidth()))
     fig.tight_layout()
     out = root / campaign.name
     save_figure(fig, out / "pointreach.png")
@@ -177,7 +212,16 @@ def main(argv: list[str] | None = None) -> None:
         failed = [o.folder for o in outcomes if o.status in ("failed", "busy")]
         if failed:
             raise SystemExit(f"runs not finished: {', '.join(failed)}")
-    rows = draw(campaign, args.root, args.seed_shown or campaign.seeds[0], args.episodes_shown)
+    seed_shown = campaign.seeds[0] if args.seed_shown is None else args.seed_shown
+    if seed_shown not in campaign.seeds:
+        seeds = ", ".join(map(str, campaign.seeds))
+        parser.error(f"--seed-shown {seed_shown}: the campaign's seeds are {seeds}")
+    if args.episodes_shown < 1:
+        parser.error(f"--episodes-shown {args.episodes_shown}: must be >= 1")
+    try:
+        rows = draw(campaign, args.root, seed_shown, args.episodes_shown)
+    except FigureInputError as error:
+        parser.exit(2, f"error: {error}\n")
     print(args.root / campaign.name / "pointreach.png")
     for row in rows:
         print(row)

@@ -80,7 +80,7 @@ def test_bring_your_own_agent_example():
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
 
 
-def test_pointreach_figure_command(tmp_path):
+def test_pointreach_figure_command(tmp_path, capsys):
     from qmp_studies import pointreach_figure
 
     bundled = (pointreach_figure.load_campaign("pointreach").source).read_text()
@@ -107,6 +107,26 @@ def test_pointreach_figure_command(tmp_path):
     assert (out / "pointreach.csv").read_text().splitlines() == rows
     again = pointreach_figure.collected_episodes(run_dir)
     assert all(np.array_equal(a, b) for a, b in zip(again, episodes, strict=True))
+
+    # What cannot be drawn is one line naming the run and the way on, exit status 2.
+    def refused(*extra: str) -> str:
+        argv = [str(campaign), "--root", str(tmp_path / "results"), "--report-only", *extra]
+        with pytest.raises(SystemExit) as stop:
+            pointreach_figure.main(argv)
+        assert stop.value.code == 2
+        return capsys.readouterr().err
+
+    assert "the campaign's seeds are 1, 2" in refused("--seed-shown", "7")
+    assert "--episodes-shown 0: must be >= 1" in refused("--episodes-shown", "0")
+    saved = (run_dir / "episodes.npz").read_bytes()
+    (run_dir / "episodes.npz").write_bytes(saved[:100])
+    message = refused()
+    assert f"{run_dir} cannot be read (BadZipFile" in message and "restore" in message
+    (run_dir / "episodes.npz").unlink()
+    assert f"{run_dir} has neither episodes.npz nor a checkpoint" in refused()
+    (run_dir / "episodes.npz").write_bytes(saved)
+    (run_dir / "timing.json").rename(run_dir / "timing.json.aside")
+    assert f"{run_dir} is not a finished run" in refused()
 
 
 def marked_lines(path: Path) -> list[str]:
