@@ -49,6 +49,9 @@ def read_rows(path: Path, up_to: int) -> dict[int, dict[str, str]]:
 def compare(first: Path, second: Path, up_to: int, folder: str) -> PrefixComparison:
     """Compare two runs' ``metrics.csv`` rows with ``global_step <= up_to``."""
     a, b = read_rows(first / "metrics.csv", up_to), read_rows(second / "metrics.csv", up_to)
+    if not a:
+        # Zero rows compared would read as "identical".
+        raise ValueError(f"{folder}: no evaluation at or before step {up_to} to compare")
     if sorted(a) != sorted(b):
         missing = sorted(set(a) ^ set(b))
         raise ValueError(
@@ -85,7 +88,9 @@ def compare(first: Path, second: Path, up_to: int, folder: str) -> PrefixCompari
 
 def report(first: str, second: str, root: Path, up_to: int | None) -> tuple[str, list]:
     a, b = load_campaign(first), load_campaign(second)
-    limit = up_to or min(a.total_timesteps, b.total_timesteps)
+    limit = min(a.total_timesteps, b.total_timesteps) if up_to is None else up_to
+    if limit < 1:
+        raise ValueError(f"--up-to {limit}: must be a step >= 1")
     folders_a = {r.folder.split("/", 1)[1]: root / r.folder for r in a.runs()}
     comparisons = []
     for run in b.runs():
@@ -124,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path("results"))
     parser.add_argument("--up-to", type=int, help="last global_step compared (default: shorter)")
     args = parser.parse_args(argv)
+    if args.up_to is not None and args.up_to < 1:
+        parser.error(f"--up-to {args.up_to}: must be a step >= 1 (the last global_step compared)")
     try:
         text, _ = report(args.first, args.second, args.root, args.up_to)
     except (ValueError, FileNotFoundError) as error:

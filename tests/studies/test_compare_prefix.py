@@ -78,3 +78,24 @@ def test_columns_only_the_rerun_logs_are_counted_not_compared(tmp_path):
     )
     assert extra.identical and extra.added_columns == 1
     assert not missing.identical and missing.first_difference == 20
+
+
+@pytest.mark.parametrize("up_to", ["0", "-5", "10"])
+def test_a_prefix_with_nothing_to_compare_is_refused_not_reported_identical(
+    tmp_path, capsys, up_to
+):
+    """--up-to 0 or below (0 read as 'the default' before) or below the first evaluation
+    compared zero rows and wrote "2 of 2 runs identical" over the committed report."""
+    (tmp_path / "short.toml").write_text(CAMPAIGN.format(steps=40))
+    (tmp_path / "long.toml").write_text(CAMPAIGN.format(steps=60))
+    root = tmp_path / "results"
+    for seed in (1, 2):
+        write(root / f"short/no_sharing/seed_{seed}", ["20,1.0,0.1,-5.0", "40,2.0,0.2,-4.0"])
+        write(root / f"long/no_sharing/seed_{seed}", ["20,1.0,0.1,-5.0", "40,2.0,0.3,-4.0"])
+    args = [str(tmp_path / "short.toml"), str(tmp_path / "long.toml"), "--root", str(root)]
+    with pytest.raises(SystemExit) as stop:
+        compare_prefix.main([*args, "--up-to", up_to])
+    message = str(stop.value.code) + capsys.readouterr().err
+    expected = "no evaluation at or before step 10" if up_to == "10" else "must be a step >= 1"
+    assert expected in message
+    assert not (root / "long" / "prefix_vs_short.md").exists()
