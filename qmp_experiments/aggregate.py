@@ -24,7 +24,7 @@ from qmp_envs.validation import integer
 from qmp_experiments.plot import distinguish_configurations
 from qmp_experiments.stats import iqm, normalized_auc, steps_to_threshold, stratified_bootstrap_ci
 from qmp_harness.run_files import atomic_write_text, folder_creation_problem
-from qmp_harness.run_plots import RunDataError, load_run, read_metrics
+from qmp_harness.run_plots import load_run, read_metrics
 
 
 def task_columns(run_dir: Path, prefix: str = "eval/") -> tuple[list[str], np.ndarray]:
@@ -38,6 +38,22 @@ def task_columns(run_dir: Path, prefix: str = "eval/") -> tuple[list[str], np.nd
     names = [k.split("/", 2)[2] for k in columns]
     table = np.array([[float(r[f"{prefix}success/{n}"]) for n in names] for r in rows])
     return names, table
+
+
+def final_per_task(table: np.ndarray, last: int, run_dir: Path) -> np.ndarray:
+    """Each task's success averaged over the run's last ``last`` evaluations, from a
+    :func:`task_columns` table.
+
+    Raises:
+        ValueError: the run has fewer evaluations than ``last``; the tables would otherwise
+            label as "last N" an average over fewer (naming the run and the way on).
+    """
+    if len(table) < last:
+        raise ValueError(
+            f"{run_dir} has {len(table)} evaluation(s), fewer than the last {last} averaged for "
+            f"its final score: lower --last to {len(table)} or less"
+        )
+    return table[-last:].mean(axis=0)
 
 
 def mean_over_tasks_iqm(scores: np.ndarray) -> float:
@@ -67,7 +83,7 @@ def summarize(run_dirs: list[Path], last: int = 3) -> tuple[list[dict], list[dic
             [[r["values"][r["steps"].tolist().index(s)] for s in steps] for r in runs]
         )
         task_names, _ = task_columns(dirs[0])
-        finals = np.array([task_columns(d)[1][-last:].mean(axis=0) for d in dirs])  # (runs, tasks)
+        finals = np.array([final_per_task(task_columns(d)[1], last, d) for d in dirs])
         # The CI is for the reported statistic (IQM over seeds of each run's mean over tasks),
         # resampling seeds within each task.
         low, high = stratified_bootstrap_ci(finals, statistic=mean_over_tasks_iqm)
@@ -158,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--out {args.out}: {problem}")
     try:
         summary, per_task = summarize(args.run_dirs, args.last)
-    except RunDataError as error:  # a damaged run file: named, no traceback
+    except ValueError as error:  # a damaged run file, too few evaluations: named, no traceback
         parser.error(str(error))
     for path in write_outputs(summary, per_task, args.out):
         print(path)

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from qmp_envs.validation import integer  # noqa: E402
 from qmp_experiments.aggregate import (  # noqa: E402
+    final_per_task,
     markdown_table,
     mean_over_tasks_iqm,
     refuse_no_evaluations,
@@ -154,7 +155,7 @@ def common_seeds(found: dict[str, dict[int, Path]], methods: list[str]) -> list[
 
 def method_result(run_dirs: list[Path], last: int) -> dict:
     """Final success (IQM over seeds, stratified-bootstrap CI) and the IQM curve with its band."""
-    finals = np.array([task_columns(d)[1][-last:].mean(axis=0) for d in run_dirs])
+    finals = np.array([final_per_task(task_columns(d)[1], last, d) for d in run_dirs])
     low, high = stratified_bootstrap_ci(finals, statistic=mean_over_tasks_iqm)
     # One method's runs share one label, so group_curves returns one curve.
     (curve,) = group_curves([load_run(d, "eval/success_mean") for d in run_dirs]).values()
@@ -163,7 +164,11 @@ def method_result(run_dirs: list[Path], last: int) -> dict:
     mixture_tables = [task_columns(d, prefix="eval_mixture/")[1] for d in run_dirs]
     mixture = None
     if all(t.size for t in mixture_tables):
-        mixture = mean_over_tasks_iqm(np.array([t[-last:].mean(axis=0) for t in mixture_tables]))
+        mixture = mean_over_tasks_iqm(
+            np.array(
+                [final_per_task(t, last, d) for t, d in zip(mixture_tables, run_dirs, strict=True)]
+            )
+        )
     return {
         "mixture": mixture,
         "final": mean_over_tasks_iqm(finals),
@@ -319,6 +324,9 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     most = max(started.values(), default=0)
     methods = [m for m, count in started.items() if count == most]
     partial = [m for m, count in started.items() if 0 < count < most and found.get(m)]
+    for runs in found.values():  # a run too short for --last is refused before any write
+        for run_dir in runs.values():
+            final_per_task(task_columns(run_dir)[1], last, run_dir)
     seeds = common_seeds(found, methods)
     if not seeds:
         raise SystemExit(f"{campaign.name}: no seed has finished for every method yet")
@@ -432,7 +440,11 @@ def main(argv: list[str] | None = None) -> None:
     problem = folder_creation_problem(args.root / campaign.name)
     if problem is not None:
         parser.error(f"--root {args.root}: {problem}")
-    for path in report(campaign, args.root, args.last):
+    try:
+        written = report(campaign, args.root, args.last)
+    except ValueError as error:  # e.g. a run with fewer evaluations than --last
+        parser.exit(2, f"error: {error}\n")
+    for path in written:
         print(f"wrote {path}")
 
 

@@ -490,7 +490,7 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
     from qmp_harness.run_plots import RunDataError, load_run
 
     out = root / campaign.name
-    run_dirs, unfinished = [], 0
+    run_dirs, unfinished, evaluations = [], 0, []
     for run in campaign.runs():
         run_dir = root / run.folder
         if not files_of_a_run(run_dir):
@@ -501,17 +501,23 @@ def report_campaign(campaign: Campaign, root: Path) -> None:
         try:  # every file the report reads, checked before any table or plot is written
             for metric in REPORTED_METRICS:
                 load_run(run_dir, metric)
-            task_columns(run_dir)
+            evaluated = len(task_columns(run_dir)[1])
         except RunDataError as error:
             report(f"{campaign.name}: left out {run.folder}: {error}")
             continue
+        if not evaluated:
+            report(f"{campaign.name}: left out {run.folder}: its metrics.csv has no evaluation")
+            continue
         run_dirs.append(run_dir)
+        evaluations.append(evaluated)
     if unfinished:
         report(f"{campaign.name}: {unfinished} unfinished runs left out")
     if not run_dirs:
         report(f"{campaign.name}: no finished runs under {out} yet")
         return
-    summary, per_task = summarize(run_dirs)
+    # The last 3 evaluations, or all of a short campaign's (the tables' column names say how
+    # many were averaged).
+    summary, per_task = summarize(run_dirs, last=min(3, *evaluations))
     written = [*write_outputs(summary, per_task, out / "summary"), *plot_runs(run_dirs, out)]
     written += plot_runs(run_dirs, out, REPORTED_METRICS[1], selection=False)
     for path in written:

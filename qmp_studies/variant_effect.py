@@ -31,7 +31,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qmp_experiments.aggregate import markdown_table, refuse_no_evaluations, task_columns  # noqa: E402
+from qmp_experiments.aggregate import (  # noqa: E402
+    final_per_task,
+    markdown_table,
+    refuse_no_evaluations,
+    task_columns,
+)
 from qmp_experiments.campaign import load_campaign  # noqa: E402
 from qmp_experiments.comparison import (  # noqa: E402
     DISPLAY_NAMES,
@@ -49,6 +54,7 @@ class RunCurve:
 
     steps: np.ndarray
     success: np.ndarray
+    run_dir: Path
 
     @classmethod
     def read(cls, run_dir: Path, up_to: int) -> RunCurve:
@@ -57,10 +63,10 @@ class RunCurve:
         keep = steps <= up_to
         if not keep.any():
             raise ValueError(f"{run_dir / 'metrics.csv'}: no evaluation at or before step {up_to}")
-        return cls(steps[keep], table[keep].mean(axis=1))
+        return cls(steps[keep], table[keep].mean(axis=1), run_dir)
 
     def final(self, last: int) -> float:
-        return float(self.success[-last:].mean())
+        return float(final_per_task(self.success[:, None], last, self.run_dir)[0])
 
     def curve_mean(self) -> float:
         return float(self.success.mean())

@@ -598,7 +598,7 @@ def test_override_values_are_rows_of_their_own_never_seeds_of_one_method(tmp_pat
                   GOOD_ROWS)
         for batch in (8, 16) for seed in (1, 2)
     ]  # fmt: skip
-    summary, per_task = summarize(runs)
+    summary, per_task = summarize(runs, last=2)
     assert [(row["method"], row["seeds"]) for row in summary] == [
         ("sac_qmp + QMP [batch_size=16]", 2),
         ("sac_qmp + QMP [batch_size=8]", 2),
@@ -607,12 +607,12 @@ def test_override_values_are_rows_of_their_own_never_seeds_of_one_method(tmp_pat
     # Runs that differ only in how they were run (seed, budget, run folder) still pool.
     same = [write_run(tmp_path / f"s{seed}", {**ARGS, "seed": seed, "total_timesteps": seed},
                       GOOD_ROWS) for seed in (1, 2)]  # fmt: skip
-    assert [(r["method"], r["seeds"]) for r in summarize(same)[0]] == [("sac_qmp + QMP", 2)]
+    assert [(r["method"], r["seeds"]) for r in summarize(same, 2)[0]] == [("sac_qmp + QMP", 2)]
     # Another evaluation schedule is another measurement: its own row, never a crash on steps
     # the runs do not share.
     cadence = [write_run(tmp_path / f"e{every}", {**ARGS, "eval_every": every},
                          [f"{every},0.5,-3.0,0.5,0.5"]) for every in (100, 300)]  # fmt: skip
-    assert [r["method"] for r in summarize(cadence)[0]] == [
+    assert [r["method"] for r in summarize(cadence, 1)[0]] == [
         "sac_qmp + QMP [eval_every=100]",
         "sac_qmp + QMP [eval_every=300]",
     ]
@@ -802,6 +802,7 @@ def test_the_aggregate_and_plot_commands_name_a_damaged_file(tmp_path, tool):
         ("aggregate", ["{run}", "--last", "-1", "--out", "{out}"], "--last -1: must be at least 1"),
         ("aggregate", ["{run}", "--out", "{file}/summary"], "exists and is not a folder"),
         ("plot", ["{run}", "--out", "{file}/plots"], "is not a folder, so"),
+        ("aggregate", ["{run}", "--last", "3", "--out", "{out}"], "has 2 evaluation(s), fewer"),
         ("run_cost", ["{tmp}/nowhere"], "no finished run"),
         ("run_cost", ["{run}", "--out", "{tmp}"], "is a folder; give a file name"),
     ],
@@ -838,3 +839,30 @@ def test_averaging_over_no_evaluations_is_refused_by_the_library_too(tmp_path):
         with pytest.raises(ValueError, match="last"):
             comparison.report(load_campaign(write_campaign(tmp_path)), tmp_path, last)
     assert summarize([run], 1)[0][0]["final_success_iqm_last1"] == 1.0
+    # More evaluations than the run has: never labelled "last 3" over 2.
+    with pytest.raises(ValueError, match="has 2 evaluation\\(s\\), fewer than the last 3"):
+        summarize([run], 3)
+
+
+def test_a_last_longer_than_the_runs_is_refused_before_the_tables_are_rewritten(
+    tmp_path, monkeypatch, capsys
+):
+    """`comparison --last 9` on runs with 2 evaluations averaged what there was under a "last 9"
+    label; the sweep's own report averages the last 3, or all of a shorter campaign's runs, and
+    its table says how many."""
+    from qmp_experiments import comparison, sweep
+
+    monkeypatch.chdir(tmp_path)
+    campaign = load_campaign(write_campaign(tmp_path))
+    for run in campaign.runs():
+        write_run(tmp_path / "results" / run.folder, {**ARGS, "seed": run.seed}, GOOD_ROWS)
+    comparison.main([str(tmp_path / "tiny.toml"), "--last", "2"])
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        comparison.main([str(tmp_path / "tiny.toml"), "--last", "9"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "has 2 evaluation(s), fewer than the last 9" in err
+    assert "lower --last to 2" in err and snapshot(tmp_path) == before
+    sweep.report_campaign(campaign, tmp_path / "results")
+    summary = (tmp_path / "results" / campaign.name / "summary.csv").read_text()
+    assert "final_success_iqm_last2" in summary.splitlines()[0]
