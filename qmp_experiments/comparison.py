@@ -329,7 +329,7 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
             final_per_task(task_columns(run_dir)[1], last, run_dir)
     seeds = common_seeds(found, methods)
     if not seeds:
-        raise SystemExit(f"{campaign.name}: no seed has finished for every method yet")
+        raise SystemExit(nothing_to_compare(campaign, root, started, found))
     results = {m: method_result([found[m][s] for s in seeds], last) for m in methods}
     out = root / campaign.name
     steps_label = f"{campaign.total_timesteps // 1000}k"
@@ -364,6 +364,24 @@ def report(campaign: Campaign, root: Path, last: int = 3) -> list[Path]:
     if partial:
         written += partial_report(campaign, partial, methods, found, out, last)
     return written
+
+
+def nothing_to_compare(
+    campaign: Campaign, root: Path, started: dict[str, int], found: dict[str, dict[int, Path]]
+) -> str:
+    """Why there is no seed to compare on, and where to look: a --root that holds none of the
+    campaign's run folders is named as such, not reported as runs still to finish."""
+    if not any(started.values()):
+        return (
+            f"{campaign.name}: no run folder under {root / campaign.name} (the sweep writes "
+            f"<root>/{campaign.name}/<method>/seed_<n>); pass the --root the sweep was given"
+        )
+    finished = ", ".join(f"{m} {len(found.get(m, {}))}" for m in started)
+    return (
+        f"{campaign.name}: no seed has finished for every method yet (finished runs: "
+        f"{finished}); `python -m qmp_experiments.sweep {campaign.name} --root {root} "
+        "--status` shows where each run stands"
+    )
 
 
 def partial_report(

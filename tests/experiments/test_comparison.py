@@ -204,3 +204,24 @@ def test_paper_values_are_the_shared_curves():
         for name, curve in data["complementary"][suite].items():
             expected = (curve["at25"], curve["at50"], curve["final"])
             assert PAPER_CURVES[env_id][methods[name]] == expected, (suite, name)
+
+
+def test_nothing_to_compare_says_why(reference_campaign, tmp_path):
+    _, reference = reference_campaign
+    campaign_file = tmp_path / "cmp.toml"
+    campaign_file.write_text(CAMPAIGN)
+    root = tmp_path / "results"
+    # A --root that holds none of the campaign's runs is named, not read as runs still to come.
+    with pytest.raises(SystemExit, match=r"no run folder under .*cmp.*pass the --root"):
+        main([str(campaign_file), "--root", str(root)])
+    assert not (root / "cmp" / "comparison.md").exists()
+    # Runs started but no seed finished by both methods: how many each has, and where to look.
+    shutil.copytree(reference / "tiny" / "with_qmp", root / "cmp" / "no_sharing_qmp")
+    shutil.copytree(reference / "tiny" / "without_qmp", root / "cmp" / "no_sharing")
+    for seed in (1, 2):  # still running
+        (root / "cmp" / "no_sharing" / f"seed_{seed}" / "timing.json").unlink()
+    with pytest.raises(
+        SystemExit, match=r"finished runs: no_sharing_qmp 2, no_sharing 0\).*--status"
+    ):
+        main([str(campaign_file), "--root", str(root), "--last", "1"])
+    assert not (root / "cmp" / "comparison.md").exists()
