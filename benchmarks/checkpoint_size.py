@@ -25,6 +25,7 @@ import torch
 
 from cleanrl_qmp import sac_qmp
 from cleanrl_qmp.networks import PerTaskSAC
+from qmp_harness.cli_types import at_least, qmp_env_id
 from qmp_harness.config import PRESETS
 from qmp_harness.harness import TrainingRun
 from qmp_harness.tasks import TaskSpec
@@ -80,8 +81,10 @@ def checkpoint_bytes(run: TrainingRun, state: dict, step: int, full_capacity: bo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env-ids", nargs="+", default=["qmp/MultistageReacher-v0"])
-    parser.add_argument("--steps", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--env-ids", nargs="+", type=qmp_env_id, default=["qmp/MultistageReacher-v0"]
+    )
+    parser.add_argument("--steps", type=at_least(1), nargs="+", default=[10_000, 100_000])
     args = parser.parse_args()
     torch.set_num_threads(1)
     print("| env | env steps | before MB | after MB | after / raw transitions | buffer / raw |")

@@ -21,6 +21,7 @@ import mujoco
 import numpy as np
 
 import qmp_envs
+from qmp_harness.cli_types import positive_real, qmp_env_id
 
 TARGET_RATIO = 0.5
 
@@ -112,11 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    parser.add_argument(
+        "--seconds", type=positive_real, default=2.0, help="timing window per measurement"
+    )
     # MT50's vector rows build 50 environments twice; add it with --ids when wanted.
     skip = ("qmp/PointReach-v0", "qmp/MetaWorldMT50-v0")
     mujoco_ids = [i for i in qmp_envs.SUITES if i not in skip]
-    parser.add_argument("--ids", nargs="+", default=mujoco_ids)
+    parser.add_argument("--ids", nargs="+", type=qmp_env_id, default=mujoco_ids)
     args = parser.parse_args()
     print(
         f"mujoco {mujoco.__version__}, gymnasium {gym.__version__}; ratio target >= {TARGET_RATIO}"

@@ -24,6 +24,7 @@ from metaworld.evaluation import evaluation
 
 import qmp_envs
 from qmp_envs.metaworld_suites import scripted_policy
+from qmp_harness.cli_types import at_least
 
 ENV_ID = "qmp/MetaWorldMT10-v0"
 
@@ -74,8 +75,8 @@ def time_ours(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--episodes", type=at_least(1), default=50)
+    parser.add_argument("--seed", type=at_least(0), default=7)
     parser.add_argument("--full-episodes", action="store_true")
     args = parser.parse_args()
     policy = scripted_policy(ENV_ID)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from qmp_harness.cli_types import at_least, qmp_env_id
 from qmp_harness.float_profile import cpu_features, pinned_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +47,12 @@ def steps_per_second(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env-id", default="qmp/MultistageReacher-v0")
-    parser.add_argument("--steps", type=int, default=3000, help="env steps after learning starts")
-    parser.add_argument("--learning-starts", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--env-id", type=qmp_env_id, default="qmp/MultistageReacher-v0")
+    parser.add_argument(
+        "--steps", type=at_least(1), default=3000, help="env steps after learning starts"
+    )
+    parser.add_argument("--learning-starts", type=at_least(1), default=1000)
+    parser.add_argument("--repeats", type=at_least(1), default=2)
     parser.add_argument("--script", default="sac_qmp.py", help="a script of cleanrl_qmp")
     args = parser.parse_args()
     if not (ROOT / "cleanrl_qmp" / args.script).is_file():

@@ -16,6 +16,8 @@ import numpy as np
 from gymnasium.utils import seeding
 
 import qmp_envs
+from qmp_envs.suites import SUITES
+from qmp_harness.cli_types import at_least
 
 
 def metaworld_first_observations(env_id: str, seed: int, align: bool) -> np.ndarray:
@@ -35,8 +37,10 @@ def metaworld_first_observations(env_id: str, seed: int, align: bool) -> np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default="qmp/MetaWorldMT50-v0")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--env-id", default="qmp/MetaWorldMT50-v0", choices=[i for i in SUITES if "MetaWorld" in i]
+    )
+    parser.add_argument("--seed", type=at_least(0), default=7)
     args = parser.parse_args()
     with qmp_envs.EvaluationEnvs(args.env_id, env_kwargs={"seed": 0}) as ours:
         first = np.stack([env.reset(seed=args.seed + k)[0] for k, env in enumerate(ours.envs)])

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from qmp_harness.cli_types import at_least
+
 ENV_ID = "qmp/MetaWorldMT50-v0"
 SCRIPT = Path(__file__).resolve().parents[1] / "cleanrl_qmp" / "sac_qmp.py"
 
@@ -62,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, required=True, help="folder for the two run folders")
     parser.add_argument("--total-timesteps", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=at_least(0), default=1)
     args = parser.parse_args()
     if args.total_timesteps < 100 or args.total_timesteps % 100:
         parser.error(f"--total-timesteps must be a multiple of 100, got {args.total_timesteps}")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cleanrl_qmp.networks import LOG_STD_MAX, LOG_STD_MIN, EnsembleActor, TaskFeatures, TwinCritic
+from qmp_harness.cli_types import at_least
 from qmp_wrappers.vector import QMPBehaviorWrapper
 
 
@@ -222,10 +223,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tasks", type=int, nargs="+", default=[5, 10, 50])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--feature-dim", type=int, default=39, help="39 = a Meta-World observation")
-    parser.add_argument("--action-dim", type=int, default=4)
+    parser.add_argument("--tasks", type=at_least(1), nargs="+", default=[5, 10, 50])
+    parser.add_argument("--repeats", type=at_least(1), default=30)
+    parser.add_argument(
+        "--feature-dim", type=at_least(1), default=39, help="39 = a Meta-World observation"
+    )
+    parser.add_argument("--action-dim", type=at_least(1), default=4)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     header = f"{'N':>4} {'scoring':>9} {'batched ms':>11} {'per-env loop ms':>16} {'speed-up':>9}"

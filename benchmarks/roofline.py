@@ -34,6 +34,7 @@ import torch
 import qmp_envs  # noqa: F401
 from cleanrl_qmp import sac_qmp
 from cleanrl_qmp.networks import EnsembleMLP
+from qmp_harness.cli_types import at_least, qmp_env_id
 from qmp_harness.config import PRESETS
 from qmp_harness.harness import TrainingRun
 from qmp_harness.tasks import TaskSpec
@@ -160,8 +161,10 @@ def profile_run(env_id: str, steps: int, out: Path) -> PhaseClock:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--env-ids", nargs="+", default=SUITES)
-    parser.add_argument("--steps", type=int, default=2000, help="env steps after learning starts")
+    parser.add_argument("--env-ids", nargs="+", type=qmp_env_id, default=SUITES)
+    parser.add_argument(
+        "--steps", type=at_least(1), default=2000, help="env steps after learning starts"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     header = ("suite", "N", "B", "ms/update", "matmul bound ms", "ratio", "GFLOP/s",

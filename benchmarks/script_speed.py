@@ -30,6 +30,7 @@ from torch import nn
 import qmp_envs  # noqa: F401
 from cleanrl_qmp import sac_qmp
 from cleanrl_qmp.networks import LOG_STD_MAX, LOG_STD_MIN, soft_update, tanh_gaussian_sample
+from qmp_harness.cli_types import at_least, qmp_env_id
 from qmp_harness.config import PRESETS
 
 
@@ -195,10 +196,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--env-ids", nargs="+", default=["qmp/MultistageReacher-v0"])
-    parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument(
-        "--steps", type=int, default=3000, help="env steps timed after learning starts"
+        "--env-ids", nargs="+", type=qmp_env_id, default=["qmp/MultistageReacher-v0"]
+    )
+    parser.add_argument("--learning-starts", type=at_least(1), default=1000)
+    parser.add_argument(
+        "--steps", type=at_least(1), default=3000, help="env steps timed after learning starts"
     )
     args = parser.parse_args()
     print(

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from qmp_envs.suites import suite_facts
+from qmp_harness.cli_types import at_least
 from qmp_harness.config import PRESETS
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "cleanrl_qmp"
@@ -88,10 +89,12 @@ def schedule(script: str, env_id: str) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env-ids", nargs="+", default=list(TIMED_STEPS))
-    parser.add_argument("--warmup", type=int, default=2_000, help="env steps before updates")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--warmup", type=at_least(1), default=2_000, help="env steps before updates"
+    )
+    parser.add_argument("--seeds", type=at_least(1), default=5)
     parser.add_argument("--script", default="sac_qmp.py", help="a script of cleanrl_qmp")
-    parser.add_argument("--steps", type=int, help="timed env steps (default: per suite)")
+    parser.add_argument("--steps", type=at_least(1), help="timed env steps (default: per suite)")
     args = parser.parse_args()
     if not (SCRIPTS / args.script).is_file():
         parser.error(f"--script {args.script!r}: no such script in {SCRIPTS}")

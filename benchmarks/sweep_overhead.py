@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from qmp_harness.cli_types import at_least
 from qmp_studies.local_cluster import LocalRayCluster
 
 CAMPAIGN = """
@@ -54,8 +55,8 @@ def timed_sweep(prefix: list[str], campaign: Path, root: Path, *extra: str) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3000, help="env steps of each run")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=at_least(1), default=3000, help="env steps of each run")
+    parser.add_argument("--repeats", type=at_least(1), default=2)
     args = parser.parse_args()
     # A SIGTERM unwinds through the cluster's context manager, which stops the cluster.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
