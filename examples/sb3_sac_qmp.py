@@ -23,6 +23,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import qmp_envs
+from qmp_harness.cli_types import at_least, qmp_env_id
 from qmp_wrappers import QMPReplayBuffer
 from qmp_wrappers.sb3 import QMPVecEnvWrapper, make_qmp_vec_env
 
@@ -60,9 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--env-id", default="qmp/MultistageReacher-v0")
-    parser.add_argument("--total-timesteps", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=0)
+    # Checked here, before SB3 builds anything: a bad value is one line naming the flag.
+    parser.add_argument("--env-id", type=qmp_env_id, default="qmp/MultistageReacher-v0")
+    parser.add_argument("--total-timesteps", type=at_least(1), default=20_000)
+    parser.add_argument("--seed", type=at_least(0), default=0)
     parser.add_argument("--subproc", action="store_true", help="use SB3's SubprocVecEnv")
     args = parser.parse_args()
     vec_env_cls = SubprocVecEnv if args.subproc else DummyVecEnv

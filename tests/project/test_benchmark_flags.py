@@ -1,4 +1,4 @@
-"""The benchmarks refuse a bad flag in one line (exit 2) before any work, as the scripts do.
+"""The benchmarks (and the SB3 example) refuse a bad flag in one line (exit 2) before any work, as the scripts do.
 
 Each used to fail late and deep: ``--steps 0`` as a ZeroDivisionError after the timed run,
 ``--seeds 0`` after timing every suite, an unknown id as a Gymnasium traceback.
@@ -15,7 +15,8 @@ import pytest
 
 from qmp_harness.cli_types import at_least, positive_real, qmp_env_id
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
 
 REFUSED = [
     ("checkpoint_size.py", ["--steps", "0"], "--steps: must be an integer >= 1, got '0'"),
@@ -34,6 +35,9 @@ REFUSED = [
     ("script_speed.py", ["--learning-starts", "0.5"], "--learning-starts: must be an integer"),
     ("suite_throughput.py", ["--seeds", "0"], "--seeds: must be an integer >= 1"),
     ("sweep_overhead.py", ["--repeats", "nan"], "--repeats: must be an integer >= 1"),
+    ("../examples/sb3_sac_qmp.py", ["--total-timesteps", "0"], "--total-timesteps: must be"),
+    ("../examples/sb3_sac_qmp.py", ["--env-id", "qmp/Nope-v0"], "is not a qmp suite"),
+    ("../examples/sb3_sac_qmp.py", ["--seed", "-3"], "--seed: must be an integer >= 0"),
 ]
 
 
