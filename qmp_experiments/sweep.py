@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from qmp_experiments.campaign import Campaign, Run, load_campaign
+from qmp_experiments.campaign import SCRIPTS_DIR, Campaign, Run, load_campaign
 from qmp_experiments.progress import campaign_progress, progress_table
 from qmp_experiments.results_index import write_results_index
 from qmp_harness.checkpoints import newest_readable_checkpoint
@@ -602,6 +602,11 @@ def main(argv: list[str] | None = None) -> None:
         todo = [r for r in runs if not is_finished(args.root / r.folder, campaign.total_timesteps)]
         where = f"Ray at {args.ray_address}" if args.ray_address else f"{args.jobs} at a time"
         report(f"{campaign.name}: {len(todo)} of {len(runs)} runs to do, {where}")
+        # A campaign file runs the scripts it names: say so for any outside cleanrl_qmp/, so a
+        # campaign file from elsewhere cannot run a script of its own unannounced.
+        outside = {r.script.resolve() for r in todo} - {p for p in SCRIPTS_DIR.glob("*.py")}
+        for script in sorted(outside):
+            report(f"{campaign.name}: runs a script outside cleanrl_qmp/: {script}")
         if args.ray_address:
             outcomes = run_ray(
                 campaign,

@@ -132,6 +132,30 @@ def test_a_failing_run_is_reported_and_the_driver_exits_nonzero(tmp_path):
     assert "not-a-number" in log.read_text()
 
 
+def test_a_script_outside_cleanrl_qmp_is_announced_before_it_runs(tmp_path):
+    """A campaign file may name a script of its own: the driver says which before running it,
+    so a campaign file from elsewhere cannot run one unannounced."""
+    own = tmp_path / "elsewhere" / "own_script.py"
+    own.parent.mkdir()
+    own.write_text("print('own script ran')\n")
+    campaign = tmp_path / "own.toml"
+    campaign.write_text(
+        'env_ids = ["qmp/MultistageReacher-v0"]\ntotal_timesteps = 600\nseeds = [1]\n'
+        'checkpoint_every = 300\n[[methods]]\nname = "mine"\nscript = "elsewhere/own_script.py"\n'
+    )
+    done = run_sweep(campaign, tmp_path / "results")
+    announced = f"own: runs a script outside cleanrl_qmp/: {own.resolve()}"
+    lines = done.stdout.splitlines()
+    assert announced in lines and lines.index(announced) < next(
+        i for i, line in enumerate(lines) if "own/mine/seed_1" in line
+    )
+    log = tmp_path / "results" / "own" / "mine" / "seed_1" / "train.log"
+    assert "own script ran" in log.read_text()
+    # The bundled scripts are not announced.
+    plain = run_sweep(write_campaign(tmp_path / "b"), tmp_path / "results", "--seeds", "1")
+    assert "outside cleanrl_qmp" not in plain.stdout
+
+
 def test_each_run_gets_the_asked_thread_count(tmp_path):
     log = tmp_path / "train.log"
     code = "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"
