@@ -1,4 +1,5 @@
-"""The benchmarks (and the SB3 example) refuse a bad flag in one line (exit 2) before any work, as the scripts do.
+"""The benchmarks (and the SB3 example) refuse a bad flag in one line (exit 2) before any
+work, as the training scripts do.
 
 Each used to fail late and deep: ``--steps 0`` as a ZeroDivisionError after the timed run,
 ``--seeds 0`` after timing every suite, an unknown id as a Gymnasium traceback.
