@@ -9,6 +9,8 @@ must report (``task_id``, ``success``, ``episode_success``).
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -93,6 +95,46 @@ def _attributes_from(facts: SuiteFacts) -> dict[str, Any]:
         "default_eval_episodes": facts.eval_episodes,
         "has_eval_split": facts.has_eval_split,
     }
+
+
+class RenderingUnavailableError(RuntimeError):
+    """MuJoCo cannot render here: no OpenGL context (e.g. a machine without a display)."""
+
+
+def make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """A MuJoCo renderer, or an error that says how to get one.
+
+    MuJoCo's default backend (GLFW) needs a display; without one it fails deep inside
+    ``mujoco.Renderer`` with a FatalError (and a second traceback from its ``__del__``). On a
+    Linux machine with no display and no ``MUJOCO_GL`` the renderer is therefore not even tried.
+
+    Args:
+        model: the model to render.
+        height: image height in pixels.
+        width: image width in pixels.
+
+    Returns:
+        The renderer.
+
+    Raises:
+        RenderingUnavailableError: no OpenGL context can be made; the message names the fix.
+    """
+    backend = os.environ.get("MUJOCO_GL", "")
+    fix = (
+        "on a machine without a display set MUJOCO_GL=egl (or osmesa) before Python starts, "
+        "e.g. `MUJOCO_GL=egl python ...`"
+    )
+    headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and headless and backend in ("", "glfw"):
+        raise RenderingUnavailableError(
+            f"MuJoCo cannot render: no display and MUJOCO_GL={backend or 'unset'} (GLFW); {fix}"
+        )
+    try:
+        return mujoco.Renderer(model, height=height, width=width)
+    except mujoco.FatalError as error:
+        raise RenderingUnavailableError(
+            f"MuJoCo cannot render with MUJOCO_GL={backend or 'unset'}: {error}; {fix}"
+        ) from None
 
 
 class MultiTaskEnv(gym.Env):
@@ -475,11 +517,14 @@ class MujocoMultiTaskEnv(MultiTaskEnv):
 
         Returns:
             A ``(height, width, 3)`` uint8 image under ``render_mode="rgb_array"``, else None.
+
+        Raises:
+            RenderingUnavailableError: MuJoCo cannot get an OpenGL context on this machine.
         """
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+            self._renderer = make_renderer(self.model, self.height, self.width)
         self._renderer.update_scene(self.data, camera=self.camera)
         return self._renderer.render()
 

@@ -47,6 +47,7 @@ from qmp_harness.checkpoints import (
     load_newest_checkpoint,
     saved_checkpoints,
 )
+from qmp_harness.cli_types import at_least
 from qmp_harness.run_files import atomic_write_text
 from qmp_wrappers.qswitch import relabel_one_hot
 
@@ -213,8 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--states", type=int, default=512, help="states per task")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--states", type=at_least(1), default=512, help="states per task")
+    parser.add_argument("--seed", type=at_least(0), default=0)
     parser.add_argument(
         "--every-checkpoint",
         action="store_true",
@@ -225,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         path, checkpoint = load_newest_checkpoint(args.run_dir)
     except CHECKPOINT_LOAD_ERRORS as error:  # a missing, damaged or foreign checkpoint
         parser.error(str(error))
+    if checkpoint.get("script") not in PER_TASK_SCRIPTS:  # before anything is written
+        parser.error(
+            f"{path}: a checkpoint of {checkpoint.get('script')}; the Q-switch scores need "
+            f"per-task networks ({', '.join(PER_TASK_SCRIPTS)})"
+        )
     rows = score_tasks(checkpoint, args.states, args.seed)
     table = markdown_table(
         ["task", "own wins", "own wins (min_twin)", "top other", "its share", "margin (std)",

@@ -26,6 +26,7 @@ from cleanrl_qmp.networks import (
     TaskFeatures,
     deterministic_policy,
 )
+from qmp_envs.multitask import RenderingUnavailableError
 from qmp_envs.suites import suite_facts
 from qmp_harness.checkpoints import CHECKPOINT_LOAD_ERRORS, load_newest_checkpoint
 from qmp_studies.qswitch_scores import per_task_actor
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--stride must be >= 1 and --size >= 16")
     try:
         rendered = render(args.run_dir, args.out, args.checkpoint, args.stride, args.size)
-    except CHECKPOINT_LOAD_ERRORS as error:  # a missing, damaged or foreign checkpoint
+    except (*CHECKPOINT_LOAD_ERRORS, RenderingUnavailableError) as error:
+        # a missing, damaged or foreign checkpoint, or no OpenGL context to render with
         parser.error(str(error))
     for name, success in rendered.items():
         print(

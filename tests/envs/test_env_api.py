@@ -183,6 +183,22 @@ def test_rgb_array_frame(env_id):
     env.close()
 
 
+def test_rendering_without_a_display_names_the_fix(monkeypatch):
+    """MuJoCo's default GLFW backend needs a display: without one (and without MUJOCO_GL) the
+    frame is refused with the fix, not a FatalError from inside mujoco.Renderer."""
+    from qmp_envs.multitask import RenderingUnavailableError
+
+    for name in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    env = gym.make("qmp/MultistageReacher-v0", render_mode="rgb_array", width=32, height=32)
+    env.reset(seed=0)
+    with pytest.raises(RenderingUnavailableError, match="no display.*MUJOCO_GL=egl"):
+        env.render()
+    env.step(env.action_space.sample())  # the env is still usable
+    env.close()
+
+
 @pytest.mark.parametrize("env_id", ["qmp/PointReach-v0", "qmp/PointReach-v1"])
 def test_point_reach_frame(env_id):
     env = gym.make(env_id, render_mode="rgb_array")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,28 @@ def test_a_missing_or_damaged_checkpoint_is_one_line_naming_it(tmp_path, tool, c
         assert stopped.value.code == 2 and "Traceback" not in err
         assert "error: " in err and named in err and str(tmp_path) in err
     assert not (tmp_path / "gifs").exists()
+
+
+def test_qswitch_scores_refuses_shared_networks_and_zero_states(
+    reference_campaign, tmp_path, monkeypatch, capsys
+):
+    from qmp_studies import qswitch_scores
+
+    _, results = reference_campaign
+    run = tmp_path / "run"
+    shutil.copytree(results / "tiny" / "with_qmp" / "seed_1", run)
+    path, checkpoint = load_newest_checkpoint(run)
+    monkeypatch.setattr(
+        qswitch_scores,
+        "load_newest_checkpoint",
+        lambda _: (path, {**checkpoint, "script": "mtsac_qmp.py"}),
+    )
+    for flags, message in [
+        ([], "a checkpoint of mtsac_qmp.py; the Q-switch scores need per-task networks"),
+        (["--states", "0"], "--states: must be an integer >= 1"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            qswitch_scores.main([str(run), *flags])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and message in err and "Traceback" not in err
+    assert not (run / "qswitch_scores.md").exists()
