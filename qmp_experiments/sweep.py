@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> None:
         report(f"{campaign.name}: {len(todo)} of {len(runs)} runs to do, {where}")
         # A campaign file runs the scripts it names: say so for any outside cleanrl_qmp/, so a
         # campaign file from elsewhere cannot run a script of its own unannounced.
-        outside = {r.script.resolve() for r in todo} - {p for p in SCRIPTS_DIR.glob("*.py")}
+        outside = {r.script.resolve() for r in todo} - set(SCRIPTS_DIR.glob("*.py"))
         for script in sorted(outside):
             report(f"{campaign.name}: runs a script outside cleanrl_qmp/: {script}")
         if args.ray_address:

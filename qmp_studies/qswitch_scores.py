@@ -64,13 +64,22 @@ def nearest_distance(points: np.ndarray, data: np.ndarray, chunk: int = 256) -> 
 PER_TASK_SCRIPTS = ("sac_qmp.py", "uds_qmp.py", "dnc_sac.py")
 
 
+def shared_networks_problem(checkpoint: dict) -> str | None:
+    """Why the Q-switch scores cannot be computed from ``checkpoint`` (not a per-task-networks
+    script's), or None when they can."""
+    if checkpoint.get("script") in PER_TASK_SCRIPTS:
+        return None
+    return (
+        f"a checkpoint of {checkpoint.get('script')}; the Q-switch scores need per-task "
+        f"networks ({', '.join(PER_TASK_SCRIPTS)})"
+    )
+
+
 def actor_from_checkpoint(checkpoint: dict) -> EnsembleActor:
     """The per-task actor of a checkpoint, rebuilt from its configuration."""
-    if checkpoint.get("script") not in PER_TASK_SCRIPTS:
-        raise ValueError(
-            f"expected a checkpoint of {', '.join(PER_TASK_SCRIPTS)} (per-task networks), "
-            f"got one of {checkpoint.get('script')}"
-        )
+    problem = shared_networks_problem(checkpoint)
+    if problem is not None:
+        raise ValueError(problem)
     return per_task_actor(checkpoint)
 
 
@@ -226,11 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         path, checkpoint = load_newest_checkpoint(args.run_dir)
     except CHECKPOINT_LOAD_ERRORS as error:  # a missing, damaged or foreign checkpoint
         parser.error(str(error))
-    if checkpoint.get("script") not in PER_TASK_SCRIPTS:  # before anything is written
-        parser.error(
-            f"{path}: a checkpoint of {checkpoint.get('script')}; the Q-switch scores need "
-            f"per-task networks ({', '.join(PER_TASK_SCRIPTS)})"
-        )
+    problem = shared_networks_problem(checkpoint)
+    if problem is not None:  # before anything is written
+        parser.error(f"{path}: {problem}")
     rows = score_tasks(checkpoint, args.states, args.seed)
     table = markdown_table(
         ["task", "own wins", "own wins (min_twin)", "top other", "its share", "margin (std)",
